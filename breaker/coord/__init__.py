@@ -1,0 +1,6 @@
+"""Coords: where a Provider reads and watches its policy documents."""
+
+from breaker.coord._base import Coord, CoordError, OnChange, Snapshot, Watch
+from breaker.coord._memory import MemoryCoord
+
+__all__ = ["Coord", "CoordError", "MemoryCoord", "OnChange", "Snapshot", "Watch"]

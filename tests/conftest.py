@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import breaker
+from breaker.testing import FakeClock
+
+PREFIX = "config/dev/checkout/breakers/"
+
+
+@pytest.fixture(autouse=True)
+def _no_default_provider() -> Iterator[None]:
+    breaker.set_default_provider(None)
+    yield
+    breaker.set_default_provider(None)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def coord() -> breaker.MemoryCoord:
+    return breaker.MemoryCoord()
+
+
+@pytest.fixture
+def provider(coord: breaker.MemoryCoord, clock: FakeClock) -> Iterator[breaker.Provider]:
+    config = breaker.Config(service_name="checkout", policies_path="/" + PREFIX)
+    with breaker.new(
+        config,
+        coord=coord,
+        default_policy=breaker.Policy(failure_threshold=3, success_threshold=2, open_state_timeout=10),
+        clock=clock,
+    ) as p:
+        yield p

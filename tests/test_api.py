@@ -1,0 +1,87 @@
+"""The public surface: one front door, typed, with no engine types leaking out."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import pathlib
+import typing
+
+import breaker
+import breaker.coord
+import breaker.testing
+
+PACKAGE = pathlib.Path(breaker.__file__).parent
+
+
+def public_names(module: object) -> set[str]:
+    return {name for name in vars(module) if not name.startswith("_")} - {"annotations"}
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    exported = public_names(breaker) - {"coord", "testing"}  # subpackages, imported lazily or not
+    assert set(breaker.__all__) == exported
+    assert breaker.__all__ == sorted(breaker.__all__)
+    assert set(breaker.coord.__all__) == public_names(breaker.coord) - {
+        name for name in public_names(breaker.coord) if inspect.ismodule(getattr(breaker.coord, name))
+    }
+    assert breaker.ErrBreakerOpen is breaker.BreakerOpenError
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    for module in (breaker, breaker.coord, breaker.testing):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
+                for attr, member in vars(obj).items():
+                    if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                        assert member.__doc__, f"{name}.{attr} has no docstring"
+
+
+def test_private_modules_start_with_an_underscore() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if path.name == "__init__.py" or rel.parts[0] == "testing" and path.name == "pytest_plugin.py":
+            continue
+        assert path.name.startswith("_"), rel
+
+
+def test_pybreaker_is_imported_by_exactly_one_module() -> None:
+    importers = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(n.split(".")[0] == "pybreaker" for n in names):
+                importers.append(path.relative_to(PACKAGE).as_posix())
+    assert importers == ["_engine.py"]
+
+
+def test_no_engine_or_transport_types_in_public_signatures() -> None:
+    forbidden = ("pybreaker", "requests", "consul.")
+    for module in (breaker, breaker.coord, breaker.testing):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            members = [obj]
+            if inspect.isclass(obj):
+                members += [m for a, m in vars(obj).items() if not a.startswith("_") and callable(m)]
+                members += [m.fget for m in vars(obj).values() if isinstance(m, property)]
+            for member in members:
+                if not callable(member):
+                    continue
+                try:
+                    hints = typing.get_type_hints(member)
+                except Exception:
+                    hints = getattr(member, "__annotations__", {})
+                for hint in hints.values():
+                    text = repr(hint)
+                    assert not any(f in text for f in forbidden), f"{name}: {text}"
+
+
+def test_py_typed_ships() -> None:
+    assert (PACKAGE / "py.typed").exists()

@@ -1,0 +1,289 @@
+"""Provider: the registry, the policy mapping, dynamic policies through a coord."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+
+import breaker
+from breaker import BreakerOpenError, Config, MemoryCoord, Policy, State, StateChange
+from breaker.testing import FakeClock
+
+from .conftest import PREFIX
+
+
+class Boom(Exception):
+    pass
+
+
+def fail() -> None:
+    raise Boom
+
+
+def put(coord: MemoryCoord, name: str, **doc: object) -> None:
+    coord.put(PREFIX + name + ".json", json.dumps(doc))
+
+
+def fail_n(brk: breaker.Breaker, n: int) -> None:
+    for _ in range(n):
+        with pytest.raises((Boom, BreakerOpenError)):
+            brk.do(fail)
+
+
+class TestConfig:
+    def test_prefix_is_normalised(self) -> None:
+        assert Config("svc", "/config/dev/svc/breakers/").prefix == "config/dev/svc/breakers/"
+        assert Config("svc", "config/dev/svc/breakers").prefix == "config/dev/svc/breakers/"
+
+    @pytest.mark.parametrize("kwargs", [{"service_name": ""}, {"policies_path": "/"}, {"policies_path": 3}])
+    def test_rejects_empty_values(self, kwargs: dict[str, object]) -> None:
+        args: dict[str, object] = {"service_name": "svc", "policies_path": "p/"} | kwargs
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            Config(**args)  # type: ignore[arg-type]
+
+
+class TestGetBreaker:
+    def test_one_instance_per_name(self, provider: breaker.Provider) -> None:
+        a = provider.get_breaker("payments")
+        assert provider.get_breaker("payments") is a
+        assert provider.get_breaker("inventory") is not a
+        assert a.name == "payments"
+
+    def test_one_instance_per_name_under_contention(self, provider: breaker.Provider) -> None:
+        n = 32
+        barrier = threading.Barrier(n)
+        got: list[breaker.Breaker] = []
+
+        def worker(i: int) -> None:
+            barrier.wait()
+            got.append(provider.get_breaker(f"svc-{i % 4}"))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({id(b) for b in got}) == 4
+        for name in ("svc-0", "svc-1", "svc-2", "svc-3"):
+            assert sum(b.name == name for b in got) == n // 4
+
+    @pytest.mark.parametrize("name", ["", None, 3])
+    def test_rejects_bad_names(self, provider: breaker.Provider, name: object) -> None:
+        with pytest.raises(ValueError, match="name"):
+            provider.get_breaker(name)  # type: ignore[arg-type]
+
+    def test_default_policy_without_a_document(self, provider: breaker.Provider) -> None:
+        assert provider.get_breaker("payments").policy == provider.default_policy
+
+    def test_default_default_policy(self, coord: MemoryCoord) -> None:
+        with breaker.new(Config("s", PREFIX), coord=coord) as p:
+            assert p.default_policy == Policy()
+
+
+class TestInitialLoad:
+    def test_stored_policies_are_in_effect_when_new_returns(self, clock: FakeClock) -> None:
+        coord = MemoryCoord({PREFIX + "payments.json": '{"failureThreshold": 7, "openStateTimeout": "1m"}'})
+        with breaker.new(Config("checkout", "/" + PREFIX), coord=coord, clock=clock) as p:
+            assert p.get_breaker("payments").policy == Policy(failure_threshold=7, open_state_timeout=60)
+            assert dict(p.policies) == {"payments": Policy(failure_threshold=7, open_state_timeout=60)}
+
+    def test_missing_keys_come_from_the_default_policy(self, coord: MemoryCoord) -> None:
+        put(coord, "payments", failureThreshold=2)
+        default = Policy(failure_threshold=9, success_threshold=4, open_state_timeout=3)
+        with breaker.new(Config("s", PREFIX), coord=coord, default_policy=default) as p:
+            assert p.policy("payments") == Policy(failure_threshold=2, success_threshold=4, open_state_timeout=3)
+
+    def test_non_json_keys_and_other_prefixes_are_ignored(self, coord: MemoryCoord) -> None:
+        coord.put(PREFIX + "README", "not a policy")
+        coord.put(PREFIX + ".json", "{}")
+        coord.put("config/dev/other/breakers/payments.json", '{"failureThreshold": 1}')
+        put(coord, "svc/payments", failureThreshold=4)
+        put(coord, "grpc:user-service", failureThreshold=6)
+        with breaker.new(Config("s", PREFIX), coord=coord) as p:
+            assert sorted(p.policies) == ["grpc:user-service", "svc/payments"]
+            assert p.policy("svc/payments").failure_threshold == 4
+
+    def test_grpc_method_names_drop_the_leading_slash(self, coord: MemoryCoord) -> None:
+        put(coord, "pkg.UserService/GetUser", failureThreshold=2)
+        with breaker.new(Config("s", PREFIX), coord=coord) as p:
+            assert p.get_breaker("/pkg.UserService/GetUser").policy.failure_threshold == 2
+
+    def test_an_unreadable_coord_starts_with_defaults_unless_strict(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Down(MemoryCoord):
+            def load(self, prefix: str) -> dict[str, bytes]:
+                raise breaker.CoordError("connection refused")
+
+        with breaker.new(Config("s", PREFIX), coord=Down()) as p:
+            assert p.policy("payments") == Policy()
+        assert "could not load policies" in caplog.text and "connection refused" in caplog.text
+        coord = Down()
+        with pytest.raises(breaker.CoordError):
+            breaker.new(Config("s", PREFIX), coord=coord, strict=True)
+
+
+class TestDynamicPolicies:
+    def test_new_policy_reaches_a_live_breaker(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+        brk = provider.get_breaker("payments")
+        put(coord, "payments", failureThreshold=1)
+        assert brk.policy.failure_threshold == 1
+        fail_n(brk, 1)
+        assert brk.state is State.OPEN
+
+    def test_state_and_counts_survive_a_change(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+        brk = provider.get_breaker("payments")  # threshold 3 (the default)
+        fail_n(brk, 2)
+        put(coord, "payments", failureThreshold=5)
+        fail_n(brk, 2)
+        assert brk.state is State.CLOSED  # 4 of 5: the 2 earlier failures still count
+        fail_n(brk, 1)
+        assert brk.state is State.OPEN
+        put(coord, "payments", failureThreshold=5, openStateTimeout="1h")
+        assert brk.state is State.OPEN
+
+    def test_delete_reverts_to_default_and_recreate_applies(
+        self, provider: breaker.Provider, coord: MemoryCoord, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        put(coord, "payments", failureThreshold=9)
+        brk = provider.get_breaker("payments")
+        with caplog.at_level(logging.INFO, logger="breaker"):
+            coord.delete(PREFIX + "payments.json")
+        assert brk.policy == provider.default_policy
+        assert "policy 'payments' deleted" in caplog.text
+        put(coord, "payments", failureThreshold=8)
+        assert brk.policy.failure_threshold == 8
+        coord.delete(PREFIX, recurse=True)
+        assert brk.policy == provider.default_policy
+        assert dict(provider.policies) == {}
+
+    def test_breaker_created_later_gets_the_current_policy(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
+        put(coord, "inventory", successThreshold=4)
+        assert provider.get_breaker("inventory").policy.success_threshold == 4
+
+    @pytest.mark.parametrize(
+        "doc",
+        ["{not json", "[]", '{"failureThreshold": 0}', '{"openStateTimeout": "fast"}', "\xff"],
+    )
+    def test_invalid_document_keeps_the_last_good_policy(
+        self, provider: breaker.Provider, coord: MemoryCoord, caplog: pytest.LogCaptureFixture, doc: str
+    ) -> None:
+        put(coord, "payments", failureThreshold=4)
+        brk = provider.get_breaker("payments")
+        before = provider.policies
+        with caplog.at_level(logging.WARNING, logger="breaker"):
+            coord.put(PREFIX + "payments.json", doc)
+        assert brk.policy.failure_threshold == 4
+        assert provider.policies is before  # nothing swapped
+        assert f"{PREFIX}payments.json" in caplog.text
+        assert "keeping the last good policy" in caplog.text
+
+    def test_invalid_first_document_leaves_the_default(
+        self, provider: breaker.Provider, coord: MemoryCoord, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        coord.put(PREFIX + "payments.json", '{"failureThreshold": -1}')
+        assert provider.policy("payments") == provider.default_policy
+        assert "keeping the default policy" in caplog.text
+        # The same bad bytes again are not re-parsed nor re-logged.
+        caplog.clear()
+        coord.put(PREFIX + "other.json", "{}")
+        assert "payments" not in caplog.text
+
+    def test_mapping_is_swapped_not_mutated(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+        put(coord, "a", failureThreshold=2)
+        first = provider.policies
+        put(coord, "b", failureThreshold=3)
+        assert dict(first) == {"a": Policy(failure_threshold=2, success_threshold=2, open_state_timeout=10)}
+        assert sorted(provider.policies) == ["a", "b"]
+        with pytest.raises(TypeError):
+            provider.policies["c"] = Policy()  # type: ignore[index]
+
+    def test_readers_never_see_half_an_update(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+        names = [f"svc-{i}" for i in range(50)]
+        stop = threading.Event()
+        torn: list[set[int]] = []
+
+        def reader() -> None:
+            while not stop.is_set():
+                seen = {p.failure_threshold for p in provider.policies.values()}
+                if len(seen) > 1:
+                    torn.append(seen)
+
+        def write_all(threshold: int) -> None:
+            coord.put(PREFIX + "x", "ignored")  # not a policy
+            with coord._lock:  # one snapshot carrying every change, as Consul delivers it
+                for n in names:
+                    coord._data[PREFIX + n + ".json"] = json.dumps({"failureThreshold": threshold}).encode()
+                coord._deliver([PREFIX])
+
+        t = threading.Thread(target=reader)
+        t.start()
+        for threshold in range(1, 30):
+            write_all(threshold)
+        stop.set()
+        t.join()
+        assert torn == []
+
+
+class TestListenersAndLogging:
+    def test_state_changes_are_logged_with_service_and_breaker(
+        self, provider: breaker.Provider, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        brk = provider.get_breaker("payments")
+        with caplog.at_level(logging.INFO, logger="breaker"):
+            fail_n(brk, 3)
+            clock.advance(10)
+            brk.do(lambda: None)
+            brk.do(lambda: None)
+        records = [r for r in caplog.records if "->" in r.getMessage()]
+        assert [(r.levelname, r.getMessage()) for r in records] == [
+            ("WARNING", "service 'checkout': breaker 'payments' closed -> open"),
+            ("INFO", "service 'checkout': breaker 'payments' open -> half-open"),
+            ("INFO", "service 'checkout': breaker 'payments' half-open -> closed"),
+        ]
+        assert records[0].breaker == "payments"  # type: ignore[attr-defined]
+        assert records[0].service == "checkout"  # type: ignore[attr-defined]
+
+    def test_listeners_get_events_and_cannot_break_calls(
+        self, provider: breaker.Provider, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        events: list[StateChange] = []
+
+        def bad(event: StateChange) -> None:
+            raise RuntimeError("listener bug")
+
+        provider.add_listener(bad)
+        provider.add_listener(events.append)
+        fail_n(provider.get_breaker("payments"), 3)
+        assert events == [StateChange("checkout", "payments", State.CLOSED, State.OPEN)]
+        assert "listener bug" in caplog.text
+        provider.remove_listener(events.append)
+        provider.remove_listener(bad)
+        provider.remove_listener(bad)
+        fail_n(provider.get_breaker("inventory"), 3)
+        assert len(events) == 1
+
+
+class TestLifecycle:
+    def test_close_stops_watching_and_breakers_keep_working(self, coord: MemoryCoord) -> None:
+        p = breaker.new(Config("s", PREFIX), coord=coord)
+        brk = p.get_breaker("payments")
+        p.close()
+        p.close()
+        put(coord, "payments", failureThreshold=1)
+        assert brk.policy == Policy()
+        assert brk.do(lambda: 5) == 5
+
+    def test_context_manager_closes(self, coord: MemoryCoord) -> None:
+        with breaker.new(Config("s", PREFIX), coord=coord) as p:
+            assert isinstance(p, breaker.Provider)
+        put(coord, "payments", failureThreshold=1)
+        assert p.policy("payments") == Policy()
+
+    def test_repr(self, provider: breaker.Provider) -> None:
+        assert "checkout" in repr(provider) and PREFIX in repr(provider)
