@@ -167,9 +167,7 @@ def _async_wrapper(
             result = await wrapped(*args, **kwargs)
         except Exception as exc:
             if brk._failed(era, exc, excl) and fallback is not None:
-                return await _maybe_await(
-                    fallback(exc, *_fallback_args(instance, args), **kwargs)
-                )
+                return await _maybe_await(fallback(exc, *_fallback_args(instance, args), **kwargs))
             raise
         except BaseException:
             brk._aborted(era)

@@ -131,9 +131,7 @@ class Exclusions:
             elif callable(item):
                 predicates.append(cast("Callable[[BaseException], bool]", item))
             else:
-                raise TypeError(
-                    f"exclude: expected exception types or predicates, got {item!r}"
-                )
+                raise TypeError(f"exclude: expected exception types or predicates, got {item!r}")
         self.types = tuple(types)
         self.predicates = tuple(predicates)
 
@@ -166,8 +164,17 @@ def _log_transition(brk: Breaker, old: State, new: State) -> None:
 class Breaker:
     """A named circuit breaker. Get one from `Provider.get_breaker`; never build one directly."""
 
-    __slots__ = ("__weakref__", "_cb", "_clock", "_events", "_lock", "_name", "_notify",
-                 "_policy", "_st")
+    __slots__ = (
+        "__weakref__",
+        "_cb",
+        "_clock",
+        "_events",
+        "_lock",
+        "_name",
+        "_notify",
+        "_policy",
+        "_st",
+    )
 
     def __init__(
         self,

@@ -33,9 +33,7 @@ class PolicyError(ValueError):
 
 def _threshold(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PolicyError(
-            f"{name}: expected an integer >= 1, got {_describe(value)}", key=name
-        )
+        raise PolicyError(f"{name}: expected an integer >= 1, got {_describe(value)}", key=name)
     if value < 1:
         raise PolicyError(f"{name}: expected an integer >= 1, got {value}", key=name)
     return value

@@ -127,7 +127,7 @@ class Provider:
         exclude: Iterable[ExcludeItem] = (),
         fallback: Fallback | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Guard a function, method or ``async def`` with breaker ``name`` (see `breaker.circuit`)."""
+        """Guard a function, method or ``async def`` with breaker ``name`` (see `circuit`)."""
         return circuit(name, provider=self, exclude=exclude, fallback=fallback)
 
     def guard(self, name: str, *, exclude: Iterable[ExcludeItem] = ()) -> Guard:
@@ -232,8 +232,12 @@ class Provider:
             brk.name,
             old.value,
             new.value,
-            extra={"service": service, "breaker": brk.name, "old_state": old.value,
-                   "new_state": new.value},
+            extra={
+                "service": service,
+                "breaker": brk.name,
+                "old_state": old.value,
+                "new_state": new.value,
+            },
         )
         listeners = self._listeners
         if listeners:

@@ -33,7 +33,9 @@ def provider(coord: breaker.MemoryCoord, clock: FakeClock) -> Iterator[breaker.P
     with breaker.new(
         config,
         coord=coord,
-        default_policy=breaker.Policy(failure_threshold=3, success_threshold=2, open_state_timeout=10),
+        default_policy=breaker.Policy(
+            failure_threshold=3, success_threshold=2, open_state_timeout=10
+        ),
         clock=clock,
     ) as p:
         yield p

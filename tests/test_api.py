@@ -23,7 +23,9 @@ def test_all_lists_exactly_the_public_names() -> None:
     assert set(breaker.__all__) == exported
     assert breaker.__all__ == sorted(breaker.__all__)
     assert set(breaker.coord.__all__) == public_names(breaker.coord) - {
-        name for name in public_names(breaker.coord) if inspect.ismodule(getattr(breaker.coord, name))
+        name
+        for name in public_names(breaker.coord)
+        if inspect.ismodule(getattr(breaker.coord, name))
     }
     assert breaker.ErrBreakerOpen is breaker.BreakerOpenError
 
@@ -35,14 +37,18 @@ def test_every_public_name_has_a_docstring() -> None:
             if inspect.isclass(obj) or inspect.isfunction(obj):
                 assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
                 for attr, member in vars(obj).items():
-                    if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                    if not attr.startswith("_") and (
+                        inspect.isfunction(member) or isinstance(member, property)
+                    ):
                         assert member.__doc__, f"{name}.{attr} has no docstring"
 
 
 def test_private_modules_start_with_an_underscore() -> None:
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE)
-        if path.name == "__init__.py" or rel.parts[0] == "testing" and path.name == "pytest_plugin.py":
+        if path.name == "__init__.py" or (
+            rel.parts[0] == "testing" and path.name == "pytest_plugin.py"
+        ):
             continue
         assert path.name.startswith("_"), rel
 
@@ -69,7 +75,9 @@ def test_no_engine_or_transport_types_in_public_signatures() -> None:
             obj = getattr(module, name)
             members = [obj]
             if inspect.isclass(obj):
-                members += [m for a, m in vars(obj).items() if not a.startswith("_") and callable(m)]
+                members += [
+                    m for a, m in vars(obj).items() if not a.startswith("_") and callable(m)
+                ]
                 members += [m.fget for m in vars(obj).values() if isinstance(m, property)]
             for member in members:
                 if not callable(member):

@@ -38,7 +38,9 @@ class TestCallableKinds:
         assert charge(5, currency="USD") == "5 USD"
         assert charge.__name__ == "charge"
         assert charge.__doc__ == "Charge a card."
-        assert str(inspect.signature(charge)) == "(amount: 'int', *, currency: 'str' = 'EUR') -> 'str'"
+        assert (
+            str(inspect.signature(charge)) == "(amount: 'int', *, currency: 'str' = 'EUR') -> 'str'"
+        )
         assert not inspect.iscoroutinefunction(charge)
 
     def test_methods_classmethods_staticmethods(self, provider: breaker.Provider) -> None:
@@ -106,11 +108,13 @@ class TestCallableKinds:
 
     def test_generator_functions_are_refused(self, provider: breaker.Provider) -> None:
         with pytest.raises(TypeError, match="generator"):
+
             @provider.circuit("payments")
             def stream() -> Any:
                 yield 1
 
         with pytest.raises(TypeError, match="generator"):
+
             @provider.circuit("payments")
             async def astream() -> Any:
                 yield 1
@@ -125,7 +129,9 @@ class TestCallableKinds:
 
 
 class TestTripping:
-    def test_decorated_function_trips_and_rejects(self, provider: breaker.Provider, clock: FakeClock) -> None:
+    def test_decorated_function_trips_and_rejects(
+        self, provider: breaker.Provider, clock: FakeClock
+    ) -> None:
         calls = []
 
         @provider.circuit("payments")
@@ -168,7 +174,9 @@ class TestTripping:
 
 
 class TestExclude:
-    def test_excluded_types_propagate_and_count_as_success(self, provider: breaker.Provider) -> None:
+    def test_excluded_types_propagate_and_count_as_success(
+        self, provider: breaker.Provider
+    ) -> None:
         @provider.circuit("payments", exclude=[NotFound])
         def lookup(kind: str) -> None:
             raise NotFound if kind == "missing" else Boom
@@ -294,7 +302,9 @@ class TestFallback:
 
 
 class TestDefaultProvider:
-    def test_decorate_at_import_time_bind_at_start_up(self, coord: MemoryCoord, clock: FakeClock) -> None:
+    def test_decorate_at_import_time_bind_at_start_up(
+        self, coord: MemoryCoord, clock: FakeClock
+    ) -> None:
         @breaker.circuit("payments")
         def charge(fail: bool) -> str:
             if fail:
@@ -310,7 +320,9 @@ class TestDefaultProvider:
                 charge(False)
             assert p.get_breaker("payments").state is State.OPEN
 
-            with breaker.new(breaker.Config("s", PREFIX), coord=MemoryCoord(), clock=clock) as other:
+            with breaker.new(
+                breaker.Config("s", PREFIX), coord=MemoryCoord(), clock=clock
+            ) as other:
                 breaker.set_default_provider(other)
                 assert charge(False) == "ok"  # follows the new default provider
 
@@ -389,7 +401,9 @@ class TestGuard:
         with pytest.raises(RuntimeError, match="single-use"), g:
             pass
 
-    def test_half_open_slot_is_released_on_cancel(self, provider: breaker.Provider, clock: FakeClock) -> None:
+    def test_half_open_slot_is_released_on_cancel(
+        self, provider: breaker.Provider, clock: FakeClock
+    ) -> None:
         brk = provider.get_breaker("payments")
         brk._adopt(Policy(failure_threshold=1, success_threshold=1, open_state_timeout=1))
         with pytest.raises(Boom), provider.guard("payments"):

@@ -148,8 +148,10 @@ class TestWhatCounts:
         with pytest.raises(Boom):
             brk.do(fail)
         for exc in (KeyboardInterrupt(), SystemExit(3), GeneratorExit()):
+
             def raise_it(exc: BaseException = exc) -> None:
                 raise exc
+
             with pytest.raises(type(exc)):
                 brk.do(raise_it)
         assert brk.state is State.CLOSED
@@ -265,7 +267,9 @@ class TestListeners:
             seen.append((old, new, b._lock.acquire(blocking=False)))
             b._lock.release()
 
-        brk = Breaker("p", Policy(failure_threshold=1, open_state_timeout=1), clock=clock, notify=notify)
+        brk = Breaker(
+            "p", Policy(failure_threshold=1, open_state_timeout=1), clock=clock, notify=notify
+        )
         trip(brk)
         clock.advance(1)
         brk.do(ok)

@@ -38,7 +38,9 @@ class TestConfig:
         assert Config("svc", "/config/dev/svc/breakers/").prefix == "config/dev/svc/breakers/"
         assert Config("svc", "config/dev/svc/breakers").prefix == "config/dev/svc/breakers/"
 
-    @pytest.mark.parametrize("kwargs", [{"service_name": ""}, {"policies_path": "/"}, {"policies_path": 3}])
+    @pytest.mark.parametrize(
+        "kwargs", [{"service_name": ""}, {"policies_path": "/"}, {"policies_path": 3}]
+    )
     def test_rejects_empty_values(self, kwargs: dict[str, object]) -> None:
         args: dict[str, object] = {"service_name": "svc", "policies_path": "p/"} | kwargs
         with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -85,16 +87,24 @@ class TestGetBreaker:
 
 class TestInitialLoad:
     def test_stored_policies_are_in_effect_when_new_returns(self, clock: FakeClock) -> None:
-        coord = MemoryCoord({PREFIX + "payments.json": '{"failureThreshold": 7, "openStateTimeout": "1m"}'})
+        coord = MemoryCoord(
+            {PREFIX + "payments.json": '{"failureThreshold": 7, "openStateTimeout": "1m"}'}
+        )
         with breaker.new(Config("checkout", "/" + PREFIX), coord=coord, clock=clock) as p:
-            assert p.get_breaker("payments").policy == Policy(failure_threshold=7, open_state_timeout=60)
-            assert dict(p.policies) == {"payments": Policy(failure_threshold=7, open_state_timeout=60)}
+            assert p.get_breaker("payments").policy == Policy(
+                failure_threshold=7, open_state_timeout=60
+            )
+            assert dict(p.policies) == {
+                "payments": Policy(failure_threshold=7, open_state_timeout=60)
+            }
 
     def test_missing_keys_come_from_the_default_policy(self, coord: MemoryCoord) -> None:
         put(coord, "payments", failureThreshold=2)
         default = Policy(failure_threshold=9, success_threshold=4, open_state_timeout=3)
         with breaker.new(Config("s", PREFIX), coord=coord, default_policy=default) as p:
-            assert p.policy("payments") == Policy(failure_threshold=2, success_threshold=4, open_state_timeout=3)
+            assert p.policy("payments") == Policy(
+                failure_threshold=2, success_threshold=4, open_state_timeout=3
+            )
 
     def test_non_json_keys_and_other_prefixes_are_ignored(self, coord: MemoryCoord) -> None:
         coord.put(PREFIX + "README", "not a policy")
@@ -127,14 +137,18 @@ class TestInitialLoad:
 
 
 class TestDynamicPolicies:
-    def test_new_policy_reaches_a_live_breaker(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+    def test_new_policy_reaches_a_live_breaker(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
         brk = provider.get_breaker("payments")
         put(coord, "payments", failureThreshold=1)
         assert brk.policy.failure_threshold == 1
         fail_n(brk, 1)
         assert brk.state is State.OPEN
 
-    def test_state_and_counts_survive_a_change(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+    def test_state_and_counts_survive_a_change(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
         brk = provider.get_breaker("payments")  # threshold 3 (the default)
         fail_n(brk, 2)
         put(coord, "payments", failureThreshold=5)
@@ -171,7 +185,11 @@ class TestDynamicPolicies:
         ["{not json", "[]", '{"failureThreshold": 0}', '{"openStateTimeout": "fast"}', "\xff"],
     )
     def test_invalid_document_keeps_the_last_good_policy(
-        self, provider: breaker.Provider, coord: MemoryCoord, caplog: pytest.LogCaptureFixture, doc: str
+        self,
+        provider: breaker.Provider,
+        coord: MemoryCoord,
+        caplog: pytest.LogCaptureFixture,
+        doc: str,
     ) -> None:
         put(coord, "payments", failureThreshold=4)
         brk = provider.get_breaker("payments")
@@ -194,16 +212,22 @@ class TestDynamicPolicies:
         coord.put(PREFIX + "other.json", "{}")
         assert "payments" not in caplog.text
 
-    def test_mapping_is_swapped_not_mutated(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+    def test_mapping_is_swapped_not_mutated(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
         put(coord, "a", failureThreshold=2)
         first = provider.policies
         put(coord, "b", failureThreshold=3)
-        assert dict(first) == {"a": Policy(failure_threshold=2, success_threshold=2, open_state_timeout=10)}
+        assert dict(first) == {
+            "a": Policy(failure_threshold=2, success_threshold=2, open_state_timeout=10)
+        }
         assert sorted(provider.policies) == ["a", "b"]
         with pytest.raises(TypeError):
             provider.policies["c"] = Policy()  # type: ignore[index]
 
-    def test_readers_never_see_half_an_update(self, provider: breaker.Provider, coord: MemoryCoord) -> None:
+    def test_readers_never_see_half_an_update(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
         names = [f"svc-{i}" for i in range(50)]
         stop = threading.Event()
         torn: list[set[int]] = []
@@ -218,7 +242,9 @@ class TestDynamicPolicies:
             coord.put(PREFIX + "x", "ignored")  # not a policy
             with coord._lock:  # one snapshot carrying every change, as Consul delivers it
                 for n in names:
-                    coord._data[PREFIX + n + ".json"] = json.dumps({"failureThreshold": threshold}).encode()
+                    coord._data[PREFIX + n + ".json"] = json.dumps(
+                        {"failureThreshold": threshold}
+                    ).encode()
                 coord._deliver([PREFIX])
 
         t = threading.Thread(target=reader)

@@ -1,0 +1,86 @@
+"""The README's examples run as written, and so do the scripts in examples/."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def python_blocks(text: str) -> list[str]:
+    blocks = []
+    for match in re.finditer(r"^\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text, re.M):
+        lines = match.group(1).splitlines()
+        blocks.append("\n".join(line[4:] for line in lines))
+    return blocks
+
+
+def test_readme_python_blocks_run_in_order() -> None:
+    blocks = python_blocks((ROOT / "README.rst").read_text())
+    assert len(blocks) >= 5
+    namespace: dict[str, object] = {"__name__": "readme"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.rst block {i + 1}", "exec"), namespace)
+
+
+def test_readme_quick_start_is_two_commands() -> None:
+    text = (ROOT / "README.rst").read_text()
+    section = text.split("Quick start\n===========\n", 1)[1]
+    block = section.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    assert [line.strip() for line in block.splitlines()] == [
+        "python3 tasks.py demo",
+        "python3 tasks.py test",
+    ]
+
+
+def run_example(name: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_payments_demo_shows_the_whole_life_of_a_breaker() -> None:
+    out = run_example("payments_client.py")
+    milestones = [
+        "the downstream is healthy",
+        "[closed   ] order  1: ch_0001",
+        "closed -> open",
+        "[open     ] order  7: queued (breaker open",
+        "not sent",
+        "PUT config/dev/checkout/breakers/payments.json",
+        "the live breaker now uses Policy(failure_threshold=5, success_threshold=3, "
+        "open_state_timeout=0.5); still open",
+        "open -> half-open",
+        "[half-open] order 11: ch_0011",
+        "half-open -> closed",
+        "[closed   ] order 15: ch_0015",
+    ]
+    position = 0
+    for milestone in milestones:
+        found = out.find(milestone, position)
+        assert found >= 0, f"missing or out of order: {milestone!r}\n{out}"
+        position = found
+
+
+def test_async_example() -> None:
+    out = run_example("async_client.py")
+    assert "200 concurrent lookups took" in out
+    assert "guard rejected the block" in out
+    assert "breaker: closed | stock: 7" in out
+
+
+def test_tenacity_example_keeps_the_breaker_outside_the_retry() -> None:
+    pytest.importorskip("tenacity")
+    out = run_example("with_tenacity.py")
+    assert "call 1: failed after 3 attempts" in out
+    assert "call 3: rejected by the breaker (open); attempts made: 0" in out
