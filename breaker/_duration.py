@@ -44,6 +44,8 @@ def parse_go_duration(text: str) -> int:
             # Exact integer arithmetic, as Go does, so "1.1s" is 1100000000ns, not 1099999999.
             total += int(frac) * scale // 10 ** len(frac)
         pos = m.end()
+    if total > 2**63 - (1 if sign > 0 else 0):
+        raise ValueError(f"invalid duration {text!r}: out of range")  # Go's int64 nanoseconds
     return sign * total
 
 

@@ -7,6 +7,8 @@ import pytest
 import breaker
 from breaker.testing import FakeClock
 
+pytest_plugins = ["breaker.testing.pytest_plugin"]
+
 PREFIX = "config/dev/checkout/breakers/"
 
 

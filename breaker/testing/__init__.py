@@ -1,8 +1,9 @@
-"""Helpers for testing code that uses breaker: a fake clock and a way to force states."""
+"""Helpers for testing code that uses breaker: a Consul-compatible server, a fake clock, states."""
 
 from breaker._engine import Breaker
 from breaker._state import State
 from breaker.testing._clock import FakeClock
+from breaker.testing._server import ACLRule, ConsulServer
 
 
 def force_state(brk: Breaker, state: State | str) -> None:
@@ -10,4 +11,4 @@ def force_state(brk: Breaker, state: State | str) -> None:
     brk._force(State(state))
 
 
-__all__ = ["FakeClock", "force_state"]
+__all__ = ["ACLRule", "ConsulServer", "FakeClock", "force_state"]
