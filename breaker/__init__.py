@@ -5,7 +5,7 @@ from breaker._engine import Breaker
 from breaker._policy import Policy, PolicyError
 from breaker._provider import Config, Provider, new
 from breaker._state import BreakerOpenError, ErrBreakerOpen, State, StateChange
-from breaker.coord import Coord, CoordError, MemoryCoord
+from breaker.coord import ConsulCoord, Coord, CoordError, MemoryCoord
 
 __version__ = "0.1.0"
 
@@ -13,6 +13,7 @@ __all__ = [
     "Breaker",
     "BreakerOpenError",
     "Config",
+    "ConsulCoord",
     "Coord",
     "CoordError",
     "ErrBreakerOpen",

@@ -30,12 +30,18 @@ def _non_empty(_: object, attribute: attrs.Attribute[str], value: object) -> Non
         raise ValueError(f"Config.{attribute.name}: expected a non-empty string, got {value!r}")
 
 
+def _key_path(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    _non_empty(instance, attribute, value)
+    if "//" in str(value).strip("/"):
+        raise ValueError(f"Config.{attribute.name}: {value!r} contains '//', which no key can hold")
+
+
 @attrs.frozen
 class Config:
     """Who the provider serves and where its policies live (``<policies_path><name>.json``)."""
 
     service_name: str = attrs.field(validator=_non_empty)
-    policies_path: str = attrs.field(validator=_non_empty)
+    policies_path: str = attrs.field(validator=_key_path)
 
     @property
     def prefix(self) -> str:

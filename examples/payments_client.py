@@ -1,17 +1,23 @@
 """A checkout service's payments client, guarded by a breaker: its whole life as a timeline.
 
-Run it with ``python3 tasks.py demo``. The downstream payments service is simulated in
-this process so the demo needs nothing else.
+Run it with ``python3 tasks.py demo``. Policies live in Consul: the agent at
+``CONSUL_HTTP_ADDR`` when that is set, otherwise the Consul-compatible server that
+ships in ``breaker.testing``, started here on a free port. The downstream payments
+service is simulated in this process.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 
 import breaker
+from breaker.testing import ConsulServer
 
 PREFIX = "config/dev/checkout/breakers/"
 KEY = PREFIX + "payments.json"
@@ -43,16 +49,46 @@ class PaymentsService:
         return f"ch_{order:04d}"
 
 
+def operator(addr: str) -> Callable[[str, str], None]:
+    """Return a function that writes a key the way an operator's ``consul kv put`` does."""
+    base = addr if "://" in addr else f"http://{addr}"
+    token = os.environ.get("CONSUL_HTTP_TOKEN")
+
+    def put(key: str, value: str) -> None:
+        request = urllib.request.Request(f"{base}/v1/kv/{key}", data=value.encode(), method="PUT")
+        if token:
+            request.add_header("X-Consul-Token", token)
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            if answer.read() != b"true":
+                raise RuntimeError(f"Consul refused the write of {key}")
+
+    return put
+
+
 def main() -> None:
+    server = None
+    addr = os.environ.get("CONSUL_HTTP_ADDR")
+    if addr:
+        say(f"using the Consul agent at {addr} (CONSUL_HTTP_ADDR)")
+    else:
+        server = ConsulServer().start()
+        addr = server.addr
+        say(f"CONSUL_HTTP_ADDR is not set: started breaker.testing.ConsulServer at {addr}")
+    try:
+        run(addr, operator(addr))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run(addr: str, put: Callable[[str, str], None]) -> None:
     log = logging.getLogger("breaker")
     log.addHandler(TimelineHandler())
     log.setLevel(logging.INFO)
     service = PaymentsService()
-    coord = breaker.MemoryCoord()
-    coord.put(
-        KEY, json.dumps({"failureThreshold": 3, "successThreshold": 2, "openStateTimeout": "1s"})
-    )
-    provider = breaker.new(breaker.Config("checkout", "/" + PREFIX), coord=coord)
+    put(KEY, json.dumps({"failureThreshold": 3, "successThreshold": 2, "openStateTimeout": "1s"}))
+    config = breaker.Config(service_name="checkout", policies_path="/" + PREFIX)
+    provider = breaker.new(config, coord=breaker.ConsulCoord(addr))
     transitions: list[str] = []  # a listener, as a metrics exporter would use one
     provider.add_listener(lambda e: transitions.append(f"{e.old}->{e.new}"))
     payments = provider.get_breaker("payments")
@@ -79,7 +115,7 @@ def main() -> None:
             sent = "sent" if service.received > before_received else "not sent"
             say(f"[{before_state:9}] order {order:2}: {outcome:42} {sent}, {took:5.0f}us")
 
-    say(f"policy from the coord: {payments.policy}")
+    say(f"policy read from Consul at start-up: {payments.policy}")
     say("--- the downstream is healthy")
     checkout(3)
 
@@ -89,11 +125,16 @@ def main() -> None:
     say("--- the breaker is open: calls fail at once, the downstream gets no traffic")
     checkout(3)
 
-    say("--- an operator changes the policy in the coord (no restart)")
+    say("--- an operator changes the policy in Consul (no restart)")
     say(f"PUT {KEY}")
-    coord.put(
+    start = time.perf_counter()
+    put(
         KEY, json.dumps({"failureThreshold": 5, "successThreshold": 3, "openStateTimeout": "500ms"})
     )
+    while payments.policy.failure_threshold != 5 and time.perf_counter() - start < 10:
+        time.sleep(0.0005)
+    took = (time.perf_counter() - start) * 1000
+    say(f"the live breaker adopted it {took:.1f} ms after the PUT was sent")
     say(f"the live breaker now uses {payments.policy}; still {payments.state}")
 
     say("--- the downstream recovers; the breaker waits out its open timeout")

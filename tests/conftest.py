@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +11,16 @@ from breaker.testing import FakeClock
 pytest_plugins = ["breaker.testing.pytest_plugin"]
 
 PREFIX = "config/dev/checkout/breakers/"
+
+
+def pytest_report_header() -> str:
+    from importlib import metadata
+
+    found = []
+    for dist in ("python-consul", "py-consul"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found.append(f"{dist} {metadata.version(dist)}")
+    return "consul client: " + (", ".join(found) or "none")
 
 
 @pytest.fixture(autouse=True)

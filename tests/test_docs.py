@@ -52,12 +52,15 @@ def run_example(name: str) -> str:
 def test_payments_demo_shows_the_whole_life_of_a_breaker() -> None:
     out = run_example("payments_client.py")
     milestones = [
+        "started breaker.testing.ConsulServer",
+        "policy read from Consul at start-up: Policy(failure_threshold=3",
         "the downstream is healthy",
         "[closed   ] order  1: ch_0001",
         "closed -> open",
         "[open     ] order  7: queued (breaker open",
         "not sent",
         "PUT config/dev/checkout/breakers/payments.json",
+        "the live breaker adopted it",
         "the live breaker now uses Policy(failure_threshold=5, success_threshold=3, "
         "open_state_timeout=0.5); still open",
         "open -> half-open",

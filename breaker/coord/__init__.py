@@ -1,6 +1,7 @@
 """Coords: where a Provider reads and watches its policy documents."""
 
 from breaker.coord._base import Coord, CoordError, OnChange, Snapshot, Watch
+from breaker.coord._consul import ConsulCoord
 from breaker.coord._memory import MemoryCoord
 
-__all__ = ["Coord", "CoordError", "MemoryCoord", "OnChange", "Snapshot", "Watch"]
+__all__ = ["ConsulCoord", "Coord", "CoordError", "MemoryCoord", "OnChange", "Snapshot", "Watch"]

@@ -12,7 +12,24 @@ OnChange = Callable[[Snapshot], None]
 
 
 class CoordError(Exception):
-    """Raise when a coord cannot read its backend (unreachable, refused, malformed answer)."""
+    """Raise when a coord cannot read its backend (unreachable, refused, malformed answer).
+
+    ``condition`` names the kind of failure (a watcher logs once per change of it),
+    ``status`` is the HTTP status when there is one, ``retry_after`` a server's hint.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        condition: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.condition = condition or message
+        self.status = status
+        self.retry_after = retry_after
 
 
 @runtime_checkable

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Mapping
 
-from breaker.coord._base import OnChange, Snapshot
+from breaker.coord._base import OnChange, Snapshot, Watch
 
 _log = logging.getLogger("breaker")
 
@@ -67,7 +67,7 @@ class MemoryCoord:
         """Return every key under ``prefix``."""
         return self._snapshot(prefix)
 
-    def watch(self, prefix: str, on_change: OnChange) -> _MemoryWatch:
+    def watch(self, prefix: str, on_change: OnChange) -> Watch:
         """Deliver the current content of ``prefix`` now, then after every change under it."""
         watch = _MemoryWatch(self, prefix, on_change)
         with self._lock:

@@ -1,0 +1,129 @@
+"""ConsulCoord's settings: the consul CLI's environment, with explicit arguments winning."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+import breaker
+from breaker.coord._consul import ConsulSettings, parse_bool
+
+
+def resolve(env: dict[str, str] | None = None, **kwargs: object) -> ConsulSettings:
+    return ConsulSettings.resolve(environ=env or {}, **kwargs)  # type: ignore[arg-type]
+
+
+class TestAddress:
+    @pytest.mark.parametrize(
+        ("addr", "url"),
+        [
+            (None, "http://127.0.0.1:8500"),
+            ("consul.internal:8501", "http://consul.internal:8501"),
+            ("consul.internal", "http://consul.internal:8500"),
+            ("http://10.0.0.5:8500", "http://10.0.0.5:8500"),
+            ("https://consul.example:443", "https://consul.example:443"),
+            ("https://gateway.example/consul/", "https://gateway.example:8500/consul"),
+            ("[::1]:8500", "http://[::1]:8500"),
+        ],
+    )
+    def test_forms(self, addr: str | None, url: str) -> None:
+        assert resolve(addr=addr).base_url == url
+
+    @pytest.mark.parametrize(
+        "addr", ["unix:///var/run/consul.sock", "ftp://x:1", "http://", "host:port"]
+    )
+    def test_bad_addresses_say_why(self, addr: str) -> None:
+        with pytest.raises(ValueError, match="Consul address"):
+            resolve(addr=addr)
+
+    def test_env_address_and_explicit_wins(self) -> None:
+        env = {"CONSUL_HTTP_ADDR": "https://from-env:8501"}
+        assert resolve(env).base_url == "https://from-env:8501"
+        assert resolve(env, addr="explicit:9000").base_url == "http://explicit:9000"
+
+    def test_ssl_env_upgrades_a_bare_address_and_never_downgrades(self) -> None:
+        assert resolve({"CONSUL_HTTP_SSL": "true"}, addr="c:8501").base_url == "https://c:8501"
+        assert resolve({"CONSUL_HTTP_SSL": "1"}, addr="http://c:8501").base_url == "https://c:8501"
+        assert (
+            resolve({"CONSUL_HTTP_SSL": "false"}, addr="https://c:8501").base_url
+            == "https://c:8501"
+        )
+        assert resolve({"CONSUL_HTTP_SSL": "true"}, addr="c:1", ssl=False).base_url == "http://c:1"
+
+
+class TestToken:
+    def test_explicit_token_wins_over_env(self) -> None:
+        env = {"CONSUL_HTTP_TOKEN": "env-token"}
+        assert resolve(env).token == "env-token"
+        assert resolve(env, token="mine").token == "mine"
+
+    def test_token_file_is_read_and_preferred_to_the_env_token(
+        self, tmp_path: pathlib.Path
+    ) -> None:
+        f = tmp_path / "token"
+        f.write_text("  file-token\n")
+        env = {"CONSUL_HTTP_TOKEN": "env-token", "CONSUL_HTTP_TOKEN_FILE": str(f)}
+        assert resolve(env).token == "file-token"
+        assert resolve(env, token="mine").token == "mine"
+        assert resolve({}, token_file=str(f)).token == "file-token"
+
+    def test_unreadable_token_file(self, tmp_path: pathlib.Path) -> None:
+        with pytest.raises(ValueError, match="token file"):
+            resolve({"CONSUL_HTTP_TOKEN_FILE": str(tmp_path / "missing")})
+
+    def test_token_never_in_repr(self) -> None:
+        settings = resolve(token="s3cr3t-token")
+        assert "s3cr3t" not in repr(settings)
+        coord = breaker.ConsulCoord("127.0.0.1:1", token="s3cr3t-token")
+        assert "s3cr3t" not in repr(coord)
+        coord.close()
+
+
+class TestTLS:
+    def test_verified_by_default(self) -> None:
+        assert resolve(addr="https://c:8501").verify is True
+
+    @pytest.mark.parametrize(
+        ("value", "verify"),
+        [("true", True), ("1", True), ("T", True), ("false", False), ("0", False), ("F", False)],
+    )
+    def test_ssl_verify_env_parsed_like_go(self, value: str, verify: bool) -> None:
+        assert resolve({"CONSUL_HTTP_SSL_VERIFY": value}).verify is verify
+
+    @pytest.mark.parametrize("value", ["yes", "no", "on", "tru", "2"])
+    def test_unparseable_ssl_verify_is_an_error_not_insecure(self, value: str) -> None:
+        with pytest.raises(ValueError, match="CONSUL_HTTP_SSL_VERIFY"):
+            resolve({"CONSUL_HTTP_SSL_VERIFY": value})
+
+    def test_explicit_verify_wins(self) -> None:
+        assert resolve({"CONSUL_HTTP_SSL_VERIFY": "false"}, verify=True).verify is True
+
+    def test_ca_file_and_path(self) -> None:
+        assert resolve({"CONSUL_CACERT": "/etc/ca.pem"}).verify == "/etc/ca.pem"
+        assert resolve({"CONSUL_CAPATH": "/etc/cas"}).verify == "/etc/cas"
+        assert resolve({"CONSUL_CACERT": "/env.pem"}, ca_file="/arg.pem").verify == "/arg.pem"
+        assert resolve({"CONSUL_CACERT": "/etc/ca.pem"}, verify=False).verify is False
+
+    def test_client_certificate_needs_both_halves(self) -> None:
+        env = {"CONSUL_CLIENT_CERT": "/c.pem", "CONSUL_CLIENT_KEY": "/k.pem"}
+        assert resolve(env).cert == ("/c.pem", "/k.pem")
+        with pytest.raises(ValueError, match="client key"):
+            resolve({"CONSUL_CLIENT_CERT": "/c.pem"})
+
+
+@pytest.mark.parametrize("value", ["1", "t", "T", "TRUE", "true", "True"])
+def test_parse_bool_true(value: str) -> None:
+    assert parse_bool("X", value) is True
+
+
+@pytest.mark.parametrize("value", ["0", "f", "F", "FALSE", "false", "False"])
+def test_parse_bool_false(value: str) -> None:
+    assert parse_bool("X", value) is False
+
+
+def test_coord_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="wait"):
+        breaker.ConsulCoord("127.0.0.1:1", wait=0)
+    with pytest.raises(ValueError, match="wait"):
+        breaker.ConsulCoord("127.0.0.1:1", wait=601)

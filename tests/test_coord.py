@@ -1,0 +1,249 @@
+"""One contract, every coord: the same tests run on MemoryCoord and on ConsulCoord.
+
+ConsulCoord runs against the embedded Consul-compatible server, or unchanged against a
+real agent when CONSUL_HTTP_ADDR is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import breaker
+from breaker import Config, Policy, State
+from breaker.coord import Coord, Snapshot
+from breaker.testing.pytest_plugin import ConsulHandle
+
+TIMEOUT = 10.0
+
+
+class Backend:
+    """A coord under test plus an operator's way to write to its store."""
+
+    def __init__(self, prefix: str, make: Callable[[], Coord], put: Any, delete: Any) -> None:
+        self.prefix = prefix
+        self.make = make
+        self.put = put
+        self.delete = delete
+
+
+@pytest.fixture(params=["memory", "consul"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "memory":
+        store = breaker.MemoryCoord()
+        prefix = "config/dev/checkout/breakers/"
+
+        class Shared(breaker.MemoryCoord):
+            """Every coord the test makes sees the same store."""
+
+            def __new__(cls) -> breaker.MemoryCoord:  # type: ignore[misc]
+                return store
+
+        yield Backend(prefix, Shared, store.put, store.delete)
+        return
+    consul: ConsulHandle = request.getfixturevalue("consul")
+    prefix = request.getfixturevalue("consul_prefix") + "breakers/"
+    made: list[breaker.ConsulCoord] = []
+
+    def make() -> breaker.ConsulCoord:
+        coord = breaker.ConsulCoord(consul.url, token=consul.token, wait=5, timeout=2)
+        made.append(coord)
+        return coord
+
+    yield Backend(prefix, make, consul.put, consul.delete)
+    for coord in made:
+        coord.close()
+
+
+class Snapshots:
+    """Collect the snapshots a watch delivers, so a test can wait for the next one."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Snapshot] = queue.Queue()
+        self.threads: set[str] = set()
+
+    def __call__(self, snapshot: Snapshot) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.queue.put(dict(snapshot))
+
+    def next(self) -> dict[str, bytes]:
+        return dict(self.queue.get(timeout=TIMEOUT))
+
+    def until(self, predicate: Callable[[dict[str, bytes]], bool]) -> dict[str, bytes]:
+        while True:
+            snapshot = self.next()
+            if predicate(snapshot):
+                return snapshot
+
+
+class TestLoad:
+    def test_load_returns_every_key_under_the_prefix_only(self, backend: Backend) -> None:
+        backend.put(backend.prefix + "payments.json", b'{"failureThreshold": 2}')
+        backend.put(backend.prefix + "svc/inventory.json", b"{}")
+        backend.put(backend.prefix + "notes.txt", b"hello")
+        backend.put(backend.prefix.rstrip("/") + "-other/payments.json", b"{}")
+        snapshot = backend.make().load(backend.prefix)
+        assert snapshot == {
+            backend.prefix + "payments.json": b'{"failureThreshold": 2}',
+            backend.prefix + "svc/inventory.json": b"{}",
+            backend.prefix + "notes.txt": b"hello",
+        }
+
+    def test_an_empty_prefix_is_an_empty_snapshot(self, backend: Backend) -> None:
+        assert backend.make().load(backend.prefix) == {}
+
+
+class TestWatch:
+    def test_delivers_the_current_content_then_every_change(self, backend: Backend) -> None:
+        key = backend.prefix + "payments.json"
+        backend.put(key, b"v1")
+        got = Snapshots()
+        watch = backend.make().watch(backend.prefix, got)
+        assert got.next() == {key: b"v1"}
+        backend.put(key, b"v2")
+        assert got.until(lambda s: s.get(key) != b"v1") == {key: b"v2"}
+        backend.delete(key)
+        assert got.until(lambda s: key not in s) == {}
+        backend.put(key, b"v3")
+        assert got.until(lambda s: key in s) == {key: b"v3"}
+        watch.stop()
+
+    def test_writes_elsewhere_deliver_nothing_new(self, backend: Backend) -> None:
+        key = backend.prefix + "payments.json"
+        backend.put(key, b"v1")
+        got = Snapshots()
+        watch = backend.make().watch(backend.prefix, got)
+        assert got.next() == {key: b"v1"}
+        backend.put(backend.prefix.rstrip("/") + "-other/x.json", b"elsewhere")
+        backend.put(key, b"v2")
+        # The next snapshot is the one with the change: none was delivered in between.
+        assert got.next() == {key: b"v2"}
+        watch.stop()
+
+    def test_no_snapshot_after_stop(self, backend: Backend) -> None:
+        key = backend.prefix + "payments.json"
+        got = Snapshots()
+        watch = backend.make().watch(backend.prefix, got)
+        assert got.next() == {}
+        watch.stop()
+        backend.put(key, b"after")
+        with pytest.raises(queue.Empty):
+            got.queue.get(timeout=0.3)
+
+    def test_close_is_idempotent(self, backend: Backend) -> None:
+        coord = backend.make()
+        coord.watch(backend.prefix, Snapshots())
+        coord.close()
+        coord.close()
+
+
+class Applied:
+    """Wait, without polling, until the provider has applied a snapshot that satisfies a test."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+
+    def wrap(self, coord: Coord) -> Coord:
+        cond = self.cond
+        real_watch = coord.watch
+
+        def watch(prefix: str, on_change: Callable[[Snapshot], None]) -> Any:
+            def notify(snapshot: Snapshot) -> None:
+                on_change(snapshot)
+                with cond:
+                    cond.notify_all()
+
+            return real_watch(prefix, notify)
+
+        coord.watch = watch  # type: ignore[method-assign]
+        return coord
+
+    def until(self, predicate: Callable[[], bool]) -> None:
+        with self.cond:
+            assert self.cond.wait_for(predicate, timeout=TIMEOUT), "not applied in time"
+
+
+@pytest.fixture
+def applied() -> Applied:
+    return Applied()
+
+
+def provider_for(backend: Backend, applied: Applied) -> breaker.Provider:
+    config = Config(service_name="checkout", policies_path="/" + backend.prefix)
+    default = Policy(failure_threshold=3, success_threshold=1, open_state_timeout=30)
+    return breaker.new(config, coord=applied.wrap(backend.make()), default_policy=default)
+
+
+class TestProviderOnEveryCoord:
+    def test_stored_policies_are_in_effect_when_new_returns(
+        self, backend: Backend, applied: Applied
+    ) -> None:
+        backend.put(
+            backend.prefix + "payments.json", b'{"failureThreshold": 2, "openStateTimeout": "1m"}'
+        )
+        backend.put(backend.prefix + "svc/ledger.json", b'{"successThreshold": 4}')
+        backend.put(backend.prefix + "grpc:user-service.json", b'{"failureThreshold": 6}')
+        backend.put(backend.prefix + "pkg.Users/Get.json", b'{"failureThreshold": 9}')
+        backend.put(backend.prefix + "README", b"not a policy")
+        with provider_for(backend, applied) as p:
+            assert p.get_breaker("payments").policy == Policy(2, 1, 60)
+            assert p.get_breaker("svc/ledger").policy.success_threshold == 4
+            assert p.get_breaker("grpc:user-service").policy.failure_threshold == 6
+            assert p.get_breaker("/pkg.Users/Get").policy.failure_threshold == 9
+            assert sorted(p.policies) == [
+                "grpc:user-service",
+                "payments",
+                "pkg.Users/Get",
+                "svc/ledger",
+            ]
+
+    def test_update_delete_recreate_reach_a_live_breaker(
+        self, backend: Backend, applied: Applied
+    ) -> None:
+        key = backend.prefix + "payments.json"
+        with provider_for(backend, applied) as p:
+            brk = p.get_breaker("payments")
+            for _ in range(2):
+                with pytest.raises(ZeroDivisionError):
+                    brk.do(lambda: 1 / 0)
+            backend.put(key, json.dumps({"failureThreshold": 5}).encode())
+            applied.until(lambda: brk.policy.failure_threshold == 5)
+            assert brk._st.failures == 2  # counts survive the change
+            backend.delete(key)
+            applied.until(lambda: brk.policy == p.default_policy)
+            backend.put(key, b'{"failureThreshold": 1}')
+            applied.until(lambda: brk.policy.failure_threshold == 1)
+            with pytest.raises(ZeroDivisionError):
+                brk.do(lambda: 1 / 0)
+            assert brk.state is State.OPEN
+
+    def test_invalid_documents_are_never_applied(
+        self, backend: Backend, applied: Applied, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        key = backend.prefix + "payments.json"
+        marker = backend.prefix + "marker.json"
+        backend.put(key, b'{"failureThreshold": 4}')
+        bad_documents = [
+            b"{oops",
+            b'{"failureThreshold": "4"}',
+            b'{"openStateTimeout": "0s"}',
+            b"[]",
+        ]
+        with provider_for(backend, applied) as p:
+            brk = p.get_breaker("payments")
+            for n, bad in enumerate(bad_documents, start=1):
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="breaker"):
+                    backend.put(key, bad)
+                    # A later write: once it is applied, so is every snapshot before it.
+                    backend.put(marker, json.dumps({"failureThreshold": n}).encode())
+                    applied.until(lambda n=n: p.policy("marker").failure_threshold == n)
+                assert brk.policy.failure_threshold == 4
+                assert f"{key}: " in caplog.text
+                assert "keeping the last good policy" in caplog.text

@@ -1,0 +1,322 @@
+"""ConsulCoord against real-world faults, injected through the embedded server's hooks."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import breaker
+from breaker import Config, CoordError, Policy
+from breaker.coord._consul import BACKOFF_CAP, BACKOFF_FIRST, _ConsulWatch
+from breaker.testing import ACLRule, ConsulServer
+
+pytestmark = pytest.mark.fault_injection
+
+PREFIX = "config/dev/checkout/breakers/"
+KEY = PREFIX + "payments.json"
+TOKEN = "9f0c5f0e-s3cr3t-token"
+TIMEOUT = 10.0
+
+
+def coord_for(server: ConsulServer, **kwargs: object) -> breaker.ConsulCoord:
+    settings: dict[str, object] = {
+        "wait": 1.0,
+        "timeout": 0.5,
+        "min_interval": 0.02,
+        "backoff_first": 0.05,
+        "backoff_cap": 0.2,
+    }
+    settings.update(kwargs)
+    return breaker.ConsulCoord(server.addr, **settings)  # type: ignore[arg-type]
+
+
+def new(server: ConsulServer, *, strict: bool = False, **kwargs: object) -> breaker.Provider:
+    return breaker.new(
+        Config("checkout", "/" + PREFIX),
+        coord=coord_for(server, **kwargs),
+        default_policy=Policy(failure_threshold=3),
+        strict=strict,
+    )
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Wait for a background thread (the watcher) to make ``predicate`` true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.002)
+
+
+def watch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("breaker-consul-watch")]
+
+
+def blocking_requests(server: ConsulServer) -> int:
+    return sum(1 for r in server.requests_log if "index" in r.query)
+
+
+def doc(failure_threshold: int) -> str:
+    return json.dumps({"failureThreshold": failure_threshold})
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left() -> Iterator[None]:
+    yield
+    eventually(lambda: not watch_threads(), timeout=2)
+
+
+class TestStartUp:
+    def test_leading_slash_nested_and_colon_names(self, consul_server: ConsulServer) -> None:
+        consul_server.put(PREFIX + "svc/payments.json", doc(2))
+        consul_server.put(PREFIX + "grpc:user-service.json", doc(4))
+        consul_server.put(PREFIX + "legacy.yaml", "failureThreshold: 1")
+        consul_server.put(PREFIX + "folder/", "")
+        with new(consul_server) as p:
+            assert p.policy("svc/payments").failure_threshold == 2
+            assert p.policy("grpc:user-service").failure_threshold == 4
+            assert sorted(p.policies) == ["grpc:user-service", "svc/payments"]
+        assert consul_server.requests_log[0].path == "/v1/kv/" + PREFIX
+
+    def test_down_at_start_then_up(
+        self, consul_server: ConsulServer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        consul_server.put(KEY, doc(7))
+        consul_server.stop()
+        started = time.monotonic()
+        with new(consul_server) as p:
+            assert time.monotonic() - started < 3
+            assert p.policy("payments") == Policy(failure_threshold=3)  # the default
+            assert "could not load policies" in caplog.text
+            consul_server.start()
+            eventually(lambda: p.policy("payments").failure_threshold == 7)
+
+    def test_strict_start_fails_instead(self, consul_server: ConsulServer) -> None:
+        consul_server.stop()
+        with pytest.raises(CoordError, match="cannot reach Consul"):
+            new(consul_server, strict=True)
+
+    def test_an_accepted_but_silent_connection_does_not_stall_start_up(
+        self, consul_server: ConsulServer
+    ) -> None:
+        consul_server.put(KEY, doc(7))
+        consul_server.hang_next(1)
+        started = time.monotonic()
+        with new(consul_server) as p:
+            assert time.monotonic() - started < 2  # the 0.5 s timeout, not forever
+            eventually(lambda: p.policy("payments").failure_threshold == 7)
+
+    def test_two_thousand_policies_load_at_once(self, consul_server: ConsulServer) -> None:
+        for i in range(2000):
+            consul_server.put(f"{PREFIX}svc-{i:04d}.json", doc(1 + i % 9))
+        started = time.perf_counter()
+        with new(consul_server, timeout=5) as p:
+            took = time.perf_counter() - started
+            assert len(p.policies) == 2000
+            assert p.policy("svc-1234").failure_threshold == 1 + 1234 % 9
+        print(f"initial load of 2,000 policies: {took * 1000:.0f} ms")
+
+
+class TestFaults:
+    def test_5xx_burst_keeps_policies_logs_once_and_recovers(
+        self, consul_server: ConsulServer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        consul_server.put(KEY, doc(5))
+        with new(consul_server) as p:
+            brk = p.get_breaker("payments")
+            with caplog.at_level(logging.INFO, logger="breaker"):
+                consul_server.fail_next(6, status=500, body="rpc error: leader lost")
+                consul_server.put(KEY, doc(6))
+                eventually(lambda: brk.policy.failure_threshold == 6)
+            warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warnings) == 1, warnings
+            assert "HTTP 500" in warnings[0] and "leader lost" in warnings[0]
+            assert "works again after 6 failed attempts" in caplog.text
+
+    def test_429_honours_retry_after(self, consul_server: ConsulServer) -> None:
+        with new(consul_server) as p:
+            consul_server.clear_requests_log()
+            consul_server.fail_next(1, status=429, headers={"Retry-After": "1"})
+            consul_server.put(KEY, doc(8))
+            eventually(lambda: p.policy("payments").failure_threshold == 8)
+            times = [r.time for r in consul_server.requests_log]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            assert max(gaps) >= 0.95  # backed off for Retry-After, though backoff_cap is 0.2
+
+    def test_403_backs_off_without_hammering_and_keeps_the_default(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        rules = [ACLRule("config/", "read")]
+        with ConsulServer(
+            jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny"
+        ) as server:
+            server.put(KEY, doc(2))
+            with (
+                caplog.at_level(logging.DEBUG, logger="breaker"),
+                new(server, token="wrong-token", backoff_first=0.1, backoff_cap=0.4) as p,
+            ):
+                assert p.policy("payments") == Policy(failure_threshold=3)
+                eventually(lambda: len(server.requests_log) >= 6)
+                assert p.policy("payments") == Policy(failure_threshold=3)
+            times = [r.time for r in server.requests_log]
+            gaps = [b - a for a, b in itertools.pairwise(times[1:])]  # after load and first watch
+            # Backing off with jitter: at least half of 0.1, 0.2, 0.4, 0.4 s; never spinning.
+            minimums = [0.05, 0.1, 0.2, 0.2]
+            assert [g >= m for g, m in zip(gaps[:4], minimums, strict=True)] == [True] * 4
+            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+            watch_warnings = [r for r in warnings if "watching Consul" in r.getMessage()]
+            assert len(watch_warnings) == 1
+            assert "403 permission denied" in watch_warnings[0].getMessage()
+            assert "ACL not found" in watch_warnings[0].getMessage()
+            assert "wrong-token" not in caplog.text
+
+    def test_token_travels_in_the_header_and_never_in_logs(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        rules = [ACLRule("config/", "read")]
+        with ConsulServer(
+            jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny"
+        ) as server:
+            server.put(KEY, doc(2))
+            with caplog.at_level(logging.DEBUG), new(server, token=TOKEN) as p:
+                assert p.policy("payments").failure_threshold == 2
+                server.fail_next(1, status=500)
+                eventually(lambda: blocking_requests(server) >= 2)
+                assert TOKEN not in repr(p) + repr(p._coord)
+            for request in server.requests_log:
+                assert request.headers.get("x-consul-token") == TOKEN
+                assert "token" not in request.query
+                assert TOKEN not in request.path
+            assert TOKEN not in caplog.text
+
+    def test_a_silent_connection_mid_watch_times_out_and_recovers(
+        self, consul_server: ConsulServer
+    ) -> None:
+        with new(consul_server, wait=0.5, timeout=0.3) as p:
+            eventually(lambda: blocking_requests(consul_server) >= 1)
+            consul_server.hang_next(1)  # the query after the next change is never answered
+            consul_server.put(KEY, doc(9))
+            eventually(lambda: p.policy("payments").failure_threshold == 9)
+            started = time.monotonic()
+            consul_server.put(KEY, doc(10))
+            eventually(lambda: p.policy("payments").failure_threshold == 10)
+            took = time.monotonic() - started
+            # Seen only after the silent request timed out (0.5 * 17/16 + 0.3 s), not never.
+            assert 0.5 < took < 3
+
+    def test_restart_with_index_reset(
+        self, consul_server: ConsulServer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        for i in range(30):
+            consul_server.put(KEY, doc(1 + i % 5))
+        consul_server.put(KEY, doc(4))
+        with new(consul_server, wait=2) as p, caplog.at_level(logging.INFO, logger="breaker"):
+            eventually(lambda: blocking_requests(consul_server) >= 1)
+            consul_server.restart(reset_index=True)  # data restored, indexes start over
+            consul_server.put(KEY, doc(2))  # index 2, far below what the watcher last saw
+            eventually(lambda: p.policy("payments").failure_threshold == 2)
+            assert "went backwards" in caplog.text
+            # Blocking again on the new, lower index: the next change arrives at once,
+            # not only when a wait on the stale index runs out.
+            started = time.monotonic()
+            consul_server.put(KEY, doc(3))
+            eventually(lambda: p.policy("payments").failure_threshold == 3)
+            assert time.monotonic() - started < 1
+
+    @pytest.mark.parametrize("start_index", [95, 995])
+    def test_index_digit_crossings(self, start_index: int) -> None:
+        with ConsulServer(jitter=False, start_index=start_index) as server, new(server) as p:
+            for threshold in range(1, 12):
+                server.put(KEY, doc(threshold))
+                eventually(lambda t=threshold: p.policy("payments").failure_threshold == t)
+            assert server.index > start_index + 10
+
+    def test_a_burst_of_200_writes_converges_to_the_last(self, consul_server: ConsulServer) -> None:
+        with new(consul_server, min_interval=0.05) as p:
+            consul_server.clear_requests_log()
+            for i in range(200):
+                consul_server.put(KEY, doc(1 + i))
+            eventually(lambda: p.policy("payments").failure_threshold == 200)
+            # Paced: far fewer queries than writes.
+            assert blocking_requests(consul_server) < 100
+
+    def test_a_redirect_is_an_error_that_names_the_problem(
+        self, consul_server: ConsulServer
+    ) -> None:
+        coord = coord_for(consul_server)
+        with pytest.raises(CoordError, match="//"):
+            coord.load("config//x/")
+        coord.close()
+
+    def test_filtered_listing_is_not_mistaken_for_deleted_policies(self) -> None:
+        rules = [ACLRule(PREFIX, "read"), ACLRule(PREFIX + "secret", "deny")]
+        with ConsulServer(
+            jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny"
+        ) as server:
+            server.put(KEY, doc(2))
+            server.put(PREFIX + "secret.json", doc(9))
+            with pytest.raises(CoordError, match="may not read every key"):
+                coord_for(server, token=TOKEN).load(PREFIX)
+
+
+class TestShutdown:
+    def test_close_returns_promptly_mid_query_and_leaves_no_thread(
+        self, consul_server: ConsulServer
+    ) -> None:
+        p = new(consul_server, wait=30, timeout=5)
+        eventually(lambda: blocking_requests(consul_server) >= 1)
+        assert len(watch_threads()) == 1
+        started = time.monotonic()
+        p.close()
+        assert time.monotonic() - started < 1
+        assert watch_threads() == []
+
+    def test_close_while_backing_off(self, consul_server: ConsulServer) -> None:
+        consul_server.stop()
+        p = new(consul_server, backoff_first=20, backoff_cap=30)
+        time.sleep(0.1)
+        started = time.monotonic()
+        p.close()
+        assert time.monotonic() - started < 1
+        assert watch_threads() == []
+
+
+class TestBackoffSchedule:
+    def watch(self, **kwargs: float) -> _ConsulWatch:
+        coord = breaker.ConsulCoord("127.0.0.1:1", **kwargs)  # type: ignore[arg-type]
+        w = _ConsulWatch(
+            coord._settings,
+            "p/",
+            lambda s: None,
+            wait=1,
+            timeout=1,
+            min_interval=0.1,
+            backoff=(
+                kwargs.get("backoff_first", BACKOFF_FIRST),
+                kwargs.get("backoff_cap", BACKOFF_CAP),
+            ),
+            on_stop=lambda w: None,
+        )
+        w._random = random.Random(7)
+        return w
+
+    def test_default_schedule(self) -> None:
+        w = self.watch()
+        delays = [w.backoff_delay(n) for n in range(12)]
+        assert 0.5 <= delays[0] <= 1.0  # the first retry within about a second
+        for n, d in enumerate(delays):
+            ceiling = min(30.0, 2.0**n)
+            assert ceiling / 2 <= d <= ceiling
+        assert max(delays) <= 30.0
+        assert w.backoff_delay(10_000) <= 30.0  # no overflow after days of failures
+
+    def test_retry_after_is_honoured_up_to_the_cap(self) -> None:
+        w = self.watch()
+        assert w.backoff_delay(0, retry_after=7) == 7
+        assert w.backoff_delay(0, retry_after=3600) == 30.0
