@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import wrapt
 
-from breaker._engine import Breaker, Exclusions, exclusions
+from breaker._engine import _CLOSED, Breaker, Exclusions, exclusions
 from breaker._state import BreakerOpenError
 
 if TYPE_CHECKING:
@@ -125,16 +125,20 @@ def _fallback_args(instance: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
 def _sync_wrapper(
     target: _Fixed | _FromDefault, excl: Exclusions | None, fallback: Fallback | None
 ) -> Callable[..., Any]:
+    # The hot path of every guarded call: admission is inlined (closed needs no lock).
     def call(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
         brk = target.get()
         if brk is None:
             return wrapped(*args, **kwargs)
-        try:
-            era = brk._admit()
-        except BreakerOpenError as exc:
+        era = brk._st.era
+        if era.state is not _CLOSED:
             if fallback is None:
-                raise
-            return fallback(exc, *_fallback_args(instance, args), **kwargs)
+                era = brk._admit_slow()
+            else:
+                try:
+                    era = brk._admit_slow()
+                except BreakerOpenError as exc:
+                    return fallback(exc, *_fallback_args(instance, args), **kwargs)
         try:
             result = wrapped(*args, **kwargs)
         except Exception as exc:
@@ -144,7 +148,8 @@ def _sync_wrapper(
         except BaseException:
             brk._aborted(era)
             raise
-        brk._succeeded(era)
+        if era.state is not _CLOSED or brk._st.failures:
+            brk._succeeded(era)
         return result
 
     return call
@@ -157,12 +162,16 @@ def _async_wrapper(
         brk = target.get()
         if brk is None:
             return await wrapped(*args, **kwargs)
-        try:
-            era = brk._admit()
-        except BreakerOpenError as exc:
+        era = brk._st.era
+        if era.state is not _CLOSED:
             if fallback is None:
-                raise
-            return await _maybe_await(fallback(exc, *_fallback_args(instance, args), **kwargs))
+                era = brk._admit_slow()
+            else:
+                try:
+                    era = brk._admit_slow()
+                except BreakerOpenError as exc:
+                    fallen = fallback(exc, *_fallback_args(instance, args), **kwargs)
+                    return await _maybe_await(fallen)
         try:
             result = await wrapped(*args, **kwargs)
         except Exception as exc:

@@ -30,6 +30,7 @@ _CLOSED = pybreaker.STATE_CLOSED
 _OPEN = pybreaker.STATE_OPEN
 _HALF_OPEN = pybreaker.STATE_HALF_OPEN
 _STATES = {_CLOSED: State.CLOSED, _OPEN: State.OPEN, _HALF_OPEN: State.HALF_OPEN}
+_OPEN_STATE = State.OPEN  # a module global is cheaper to read than an enum member
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -152,6 +153,8 @@ def exclusions(
     items: Iterable[type[BaseException] | Callable[[BaseException], bool]],
 ) -> Exclusions | None:
     """Return the Exclusions for ``items``, or None when there are none."""
+    if isinstance(items, (tuple, list)) and not items:
+        return None
     built = Exclusions(items)
     return built if built.types or built.predicates else None
 
@@ -274,6 +277,11 @@ class Breaker:
 
     def _admit_slow(self) -> _Era:
         now = self._clock()
+        era = self._st.era
+        if era.state is _OPEN:
+            remaining = era.started + self._policy.open_state_timeout - now
+            if remaining > 0:  # nothing to change: reject without the lock
+                raise BreakerOpenError(self._name, _OPEN_STATE, remaining)
         with self._lock:
             self._half_open_if_due()
             era = self._st.era

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -35,15 +36,26 @@ class BreakerOpenError(Exception):
     again (an HTTP layer can send it as Retry-After); 0.0 when that is now.
     """
 
-    name: str
-    state: State
-    retry_after: float
+    # Rejection is the hot path of an outage: the attributes read the exception's args,
+    # so raising one costs no Python-level __init__.
+    if TYPE_CHECKING:
 
-    def __init__(self, name: str, state: State, retry_after: float) -> None:
-        super().__init__(name, state, retry_after)
-        self.name = name
-        self.state = state
-        self.retry_after = retry_after
+        def __init__(self, name: str, state: State, retry_after: float) -> None: ...
+
+    @property
+    def name(self) -> str:
+        """Return the name of the breaker that rejected the call."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def state(self) -> State:
+        """Return the breaker's state when it rejected the call."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    @property
+    def retry_after(self) -> float:
+        """Return the seconds until the breaker admits a trial call again."""
+        return self.args[2]  # type: ignore[no-any-return]
 
     def __str__(self) -> str:
         if self.state is State.HALF_OPEN:
