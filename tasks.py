@@ -2,8 +2,10 @@
 """Developer tasks that set themselves up: each creates ./.venv and installs what it needs.
 
 python3 tasks.py demo          run the payments-client demo
-python3 tasks.py test [ARGS]   run the test suite (ARGS go to pytest)
+python3 tasks.py test [ARGS]   run the test suite (ARGS go to pytest; without ARGS the
+                               Consul tests then run again on py-consul)
 python3 tasks.py lint          mypy --strict and ruff
+python3 tasks.py bench [ARGS]  the benchmarks against peers (--smoke: seconds)
 python3 tasks.py pythons       the test suite on every installed Python 3.10-3.13 (nox)
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("BREAKER_VENV", ROOT / ".venv"))
-EXTRAS = "test,lint"  # one environment serves every task
+EXTRAS = "test,lint,bench"  # one environment serves every task
 # python-consul 1.1.0 is the declared dependency; the Consul tests also run on py-consul,
 # the maintained fork that installs the same ``consul`` module, in an environment of its own.
 FORK_VENV = ROOT / ".venv-py-consul"
@@ -85,6 +87,11 @@ def test(args: list[str]) -> None:
         run([str(fork), "-m", "pytest", "-q", *FORK_TESTS])
 
 
+def bench(args: list[str]) -> None:
+    ensure_venv()
+    run([str(PYTHON), "benchmarks/run.py", *args])
+
+
 def lint(args: list[str]) -> None:
     ensure_venv()
     run([str(PYTHON), "-m", "mypy", "--strict", "breaker"])
@@ -100,7 +107,7 @@ def pythons(args: list[str]) -> None:
     run([str(PYTHON), "-m", "nox", *args])
 
 
-TASKS = {"demo": demo, "test": test, "lint": lint, "pythons": pythons}
+TASKS = {"demo": demo, "test": test, "lint": lint, "pythons": pythons, "bench": bench}
 
 
 def main() -> None:

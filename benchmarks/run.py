@@ -1,0 +1,536 @@
+"""Run every benchmark and print one table: ``python3 tasks.py bench`` (``--smoke``: seconds).
+
+Ratios against peers measured in the same run are the result; absolute times are only
+context (these machines are shared and noisy). Without ``--smoke`` the table is also
+written to ``benchmarks/RESULTS.rst`` with the machine, the Python and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import gc
+import json
+import logging
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.rst"
+
+Row = tuple[str, str, str]  # what, value, note
+
+
+class Report:
+    """Sections of rows, printed as they come and rendered as one table at the end."""
+
+    def __init__(self) -> None:
+        self.sections: list[tuple[str, list[Row]]] = []
+        self.targets: list[tuple[str, str, str]] = []
+
+    def section(self, title: str) -> list[Row]:
+        rows: list[Row] = []
+        self.sections.append((title, rows))
+        print(f"\n== {title}", flush=True)
+        return rows
+
+    def add(self, rows: list[Row], what: str, value: str, note: str = "") -> None:
+        rows.append((what, value, note))
+        print(f"  {what:52} {value:>16}  {note}", flush=True)
+
+    def target(self, name: str, measured: str, verdict: bool | None) -> None:
+        mark = {True: "met", False: "MISSED", None: "n/a"}[verdict]
+        self.targets.append((name, measured, mark))
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for title, rows in self.sections:
+            lines += [title, "-" * len(title), ""]
+            lines += _table(["measurement", "value", "note"], [list(r) for r in rows])
+            lines.append("")
+        title = "Targets"
+        lines += [title, "-" * len(title), ""]
+        lines += _table(["target", "measured", "verdict"], [list(t) for t in self.targets])
+        return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [rule, line(header), rule, *[line(r) for r in rows], rule]
+
+
+def ns(seconds: float) -> str:
+    return f"{seconds * 1e9:,.0f} ns"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f} ms"
+
+
+# -- 1 & 2: per-call overhead and rejection cost (pyperf) -----------------------------------
+
+
+def micro(report: Report, smoke: bool) -> None:
+    import pyperf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "micro.json"
+        mode = ["--debug-single-value"] if smoke else ["--fast"]
+        cmd = [sys.executable, str(HERE / "micro.py"), "--quiet", "-o", str(out), *mode]
+        print("running", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True)
+        suite = pyperf.BenchmarkSuite.load(str(out))
+    times = {bench.get_name(): bench.median() for bench in suite.get_benchmarks()}
+
+    def section(title: str, prefix: str, ref: str, bare: str | None) -> dict[str, float]:
+        rows = report.section(title)
+        ratios = {}
+        base = times.get(bare, 0.0) if bare else 0.0
+        for name, t in times.items():
+            if not name.startswith(prefix):
+                continue
+            label = name[len(prefix) :]
+            if bare and name == bare:
+                report.add(rows, label, ns(t), "the unguarded call")
+                continue
+            ratio = (t - base) / (times[ref] - base)
+            ratios[label] = ratio
+            what = "overhead" if bare else "time"
+            report.add(rows, label, ns(t), f"{what} {ratio:.2f}x {ref[len(prefix) :]}")
+        return ratios
+
+    sync = section(
+        "Per-call overhead, closed breaker (sync)", "sync/", "sync/pybreaker decorator", "sync/bare"
+    )
+    section(
+        "Per-call overhead, closed breaker (asyncio)",
+        "async/",
+        "async/aiobreaker decorator",
+        "async/bare",
+    )
+    reject = section(
+        "Rejection cost, open breaker (sync)", "reject/", "reject/pybreaker decorator", None
+    )
+    section(
+        "Rejection cost, open breaker (asyncio)",
+        "reject-async/",
+        "reject-async/aiobreaker call_async()",
+        None,
+    )
+    deco = sync["breaker @circuit"]
+    report.target(
+        "@circuit overhead <= 0.6x pybreaker decorator (never > 1.0x)", f"{deco:.2f}x", deco <= 0.6
+    )
+    rej = reject["breaker @circuit"]
+    report.target("rejection <= 0.5x pybreaker's", f"{rej:.2f}x (@circuit)", rej <= 0.5)
+
+
+# -- 3: concurrency ---------------------------------------------------------------------------
+
+
+def threads(report: Report, smoke: bool) -> None:
+    import pybreaker
+
+    import breaker
+
+    n, calls, pause = 16, (2 if smoke else 20), 0.01
+    provider = _memory_provider()
+    brk = provider.get_breaker("threads")
+    pb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
+    sleeper = provider.circuit("threads-deco")(time.sleep)
+
+    def run(call: Callable[[], object]) -> float:
+        barrier = threading.Barrier(n + 1)
+
+        def worker() -> None:
+            barrier.wait()
+            for _ in range(calls):
+                call()
+
+        workers = [threading.Thread(target=worker) for _ in range(n)]
+        for w in workers:
+            w.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for w in workers:
+            w.join()
+        return time.perf_counter() - t0
+
+    cases: dict[str, Callable[[], object]] = {
+        "unguarded": lambda: time.sleep(pause),
+        "pybreaker call()": lambda: pb.call(time.sleep, pause),
+        "breaker Breaker.do": lambda: brk.do(time.sleep, pause),
+        "breaker @circuit": lambda: sleeper(pause),
+    }
+    repeats = 1 if smoke else 3
+    elapsed = {name: min(run(call) for _ in range(repeats)) for name, call in cases.items()}
+    rows = report.section(f"Concurrency: {n} threads x {calls} calls of 10 ms through one breaker")
+    for name, t in elapsed.items():
+        rel = elapsed["unguarded"] / t
+        report.add(rows, name, ms(t), f"throughput {rel:.2f}x unguarded")
+    ours = elapsed["unguarded"] / elapsed["breaker @circuit"]
+    report.target("16-thread throughput >= 0.9x unguarded", f"{ours:.2f}x", ours >= 0.9)
+    provider.close()
+    del breaker
+
+
+def tasks(report: Report, smoke: bool) -> None:
+    from datetime import timedelta
+
+    import aiobreaker
+    from purgatory import AsyncCircuitBreakerFactory
+
+    n, calls = 200, (2 if smoke else 10)
+    provider = _memory_provider()
+
+    async def nap() -> None:
+        await asyncio.sleep(0.01)
+
+    async def run(make: Callable[[], Awaitable[Callable[[], Awaitable[object]]]]) -> float:
+        call = await make()
+
+        async def worker() -> None:
+            for _ in range(calls):
+                await call()
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(n)))
+        return time.perf_counter() - t0
+
+    def ready(call: Callable[[], Awaitable[object]]) -> Any:
+        async def make() -> Callable[[], Awaitable[object]]:
+            return call
+
+        return make
+
+    ab = aiobreaker.CircuitBreaker(fail_max=5, timeout_duration=timedelta(minutes=1))
+
+    async def purgatory() -> Callable[[], Awaitable[object]]:
+        factory = AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=60)
+        await factory.initialize()
+        return factory("tasks")(nap)
+
+    async def guarded() -> None:
+        async with provider.guard("tasks-guard"):
+            await nap()
+
+    cases = {
+        "unguarded": ready(nap),
+        "aiobreaker call_async()": ready(lambda: ab.call_async(nap)),
+        "purgatory decorator": purgatory,
+        "breaker @circuit": ready(provider.circuit("tasks-deco")(nap)),
+        "breaker async with guard()": ready(guarded),
+    }
+    repeats = 1 if smoke else 3
+
+    async def main() -> dict[str, float]:
+        return {
+            name: min([await run(make) for _ in range(repeats)]) for name, make in cases.items()
+        }
+
+    elapsed = asyncio.run(main())
+    rows = report.section(f"Concurrency: {n} asyncio tasks x {calls} awaits of asyncio.sleep(0.01)")
+    for name, t in elapsed.items():
+        report.add(rows, name, ms(t), f"throughput {elapsed['unguarded'] / t:.2f}x unguarded")
+    provider.close()
+
+
+# -- 4: propagation ---------------------------------------------------------------------------
+
+
+def propagation(report: Report, smoke: bool) -> None:
+    import requests
+
+    import breaker
+    from breaker.testing import ConsulServer
+
+    changes = 5 if smoke else 120
+    rows = report.section(f"Propagation: Consul PUT -> live breaker uses it ({changes} changes)")
+    worst_p99 = 0.0
+    for others in (0, 1000):
+        prefix = "config/bench/checkout/breakers/"
+        with ConsulServer() as server:
+            for i in range(others):
+                server.put(f"{prefix}other-{i:04d}.json", json.dumps({"failureThreshold": 3}))
+            config = breaker.Config("checkout", "/" + prefix)
+            coord = breaker.ConsulCoord(server.addr)
+            with breaker.new(config, coord=coord) as provider, requests.Session() as http:
+                http.trust_env = False
+                brk = provider.get_breaker("payments")
+                latencies = []
+                for i in range(changes):
+                    target = 2 + i
+                    body = json.dumps({"failureThreshold": target})
+                    # Changes 150 ms apart, as an operator's are (the watcher paces its
+                    # queries 100 ms apart, so back-to-back writes would measure pacing).
+                    time.sleep(0.15)
+                    t0 = time.perf_counter()
+                    http.put(f"{server.url}/v1/kv/{prefix}payments.json", data=body, timeout=5)
+                    while brk.policy.failure_threshold != target:
+                        if time.perf_counter() - t0 > 10:
+                            raise RuntimeError("a change did not propagate within 10 s")
+                        time.sleep(0.0002)
+                    latencies.append(time.perf_counter() - t0)
+        latencies.sort()
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        worst_p99 = max(worst_p99, p99)
+        label = f"with {others} other keys under the prefix"
+        report.add(rows, label + ": p50", ms(p50))
+        report.add(rows, label + ": p99", ms(p99), f"max {ms(latencies[-1])}")
+    report.target("propagation p99 <= 50 ms on loopback", ms(worst_p99), worst_p99 <= 0.05)
+
+
+# -- 5: scale ---------------------------------------------------------------------------------
+
+
+def scale(report: Report, smoke: bool) -> None:
+    import pybreaker
+
+    import breaker
+
+    sizes = (100, 1000) if smoke else (1_000, 10_000, 100_000)
+    rows = report.section("Scale")
+    n = sizes[-1] if smoke else 10_000
+
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    plain = [pybreaker.CircuitBreaker(name=f"svc-{i}") for i in range(n)]
+    pb_bytes = _grown(before) / n
+    del plain
+    gc.collect()
+    provider = _memory_provider()
+    before = tracemalloc.take_snapshot()
+    for i in range(n):
+        provider.get_breaker(f"svc-{i}")
+    ours_bytes = _grown(before) / n
+    tracemalloc.stop()
+    provider.close()
+    extra = ours_bytes - pb_bytes
+    report.add(rows, "memory per pybreaker.CircuitBreaker", f"{pb_bytes:,.0f} B", f"{n:,} made")
+    report.add(
+        rows,
+        "memory per breaker (registry entry included)",
+        f"{ours_bytes:,.0f} B",
+        f"{extra:,.0f} B beyond pybreaker's own object",
+    )
+    report.target(
+        "memory <= 1 KiB per breaker beyond pybreaker's object", f"{extra:,.0f} B", extra <= 1024
+    )
+
+    # Two access patterns. A hot set: a service's call sites hit a few names over and
+    # over, whatever the registry holds. Random names over the whole registry: the worst
+    # case for CPU caches, where even a bare dict.get slows down as the registry grows; a
+    # dict of the same names and breakers, probed in the same order, is its floor.
+    lookups = 20_000 if smoke else 200_000
+    repeats = 1 if smoke else 5
+    hot: dict[int, float] = {}
+    vs_dict: dict[int, float] = {}
+    for size in sizes:
+        provider = _memory_provider()
+        names = [f"grpc:/pkg.Service{i}/Method" for i in range(size)]
+        for name in names:
+            provider.get_breaker(name)
+        plain = {name: provider.get_breaker(name) for name in names}
+        hot_names = random.sample(names, 8)
+        hot[size] = _per_lookup(
+            provider.get_breaker, [random.choice(hot_names) for _ in range(lookups)], repeats
+        )
+        picks = [random.choice(names) for _ in range(lookups)]
+        ours = _per_lookup(provider.get_breaker, picks, repeats)
+        floor = _per_lookup(plain.get, picks, repeats)
+        vs_dict[size] = ours / floor
+        report.add(rows, f"get_breaker with {size:,} breakers, 8 hot names", ns(hot[size]))
+        report.add(
+            rows,
+            f"get_breaker with {size:,} breakers, random names",
+            ns(ours),
+            f"a bare dict.get: {ns(floor)}",
+        )
+        provider.close()
+    first, last = sizes[0], sizes[-1]
+    flat = hot[last] / hot[first]
+    report.add(
+        rows, f"get_breaker, hot names, {last:,} vs {first:,}", f"{flat:.2f}x", "flat is 1.0x"
+    )
+    report.add(
+        rows,
+        f"get_breaker / dict.get, random names, {first:,} -> {last:,}",
+        f"{vs_dict[first]:.2f}x -> {vs_dict[last]:.2f}x",
+        "the registry adds a constant; the growth is the dict's (caches)",
+    )
+    report.target(
+        f"get_breaker flat from {first:,} to {last:,}", f"{flat:.2f}x (hot names)", flat <= 1.5
+    )
+
+    count = 1_000 if smoke else 10_000
+    prefix = "config/bench/reload/breakers/"
+    coord = breaker.MemoryCoord(
+        {f"{prefix}svc-{i}.json": json.dumps({"failureThreshold": 3}) for i in range(count)}
+    )
+    provider = breaker.new(breaker.Config("reload", prefix), coord=coord)
+    for i in range(count):
+        provider.get_breaker(f"svc-{i}")
+    changed = {
+        f"{prefix}svc-{i}.json": json.dumps(
+            {"failureThreshold": 4, "openStateTimeout": "30s"}
+        ).encode()
+        for i in range(count)
+    }
+    logging.getLogger("breaker").setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    provider._apply(changed)
+    took = time.perf_counter() - t0
+    assert provider.get_breaker("svc-7").policy.failure_threshold == 4
+    provider.close()
+    report.add(
+        rows,
+        f"reload of {count:,} changed policies, {count:,} live breakers",
+        ms(took),
+        "parse, validate, swap, adopt",
+    )
+    report.target(
+        f"{count:,}-policy reload <= 100 ms", ms(took), took <= 0.1 if not smoke else None
+    )
+
+    from breaker.testing import ConsulServer
+
+    for total in (200, count) if smoke else (2_000, count):
+        with ConsulServer() as server:
+            for i in range(total):
+                server.put(f"{prefix}svc-{i}.json", json.dumps({"failureThreshold": 3}))
+            config = breaker.Config("reload", prefix)
+            t0 = time.perf_counter()
+            with breaker.new(config, coord=breaker.ConsulCoord(server.addr)) as provider:
+                took = time.perf_counter() - t0
+                assert len(provider.policies) == total
+        report.add(
+            rows,
+            f"breaker.new over Consul with {total:,} policies",
+            ms(took),
+            "one recursive GET, parse, validate",
+        )
+
+
+def _per_lookup(get: Callable[[str], object], picks: list[str], repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for name in picks:
+            get(name)
+        best = min(best, (time.perf_counter() - t0) / len(picks))
+    return best
+
+
+def _grown(before: tracemalloc.Snapshot) -> int:
+    after = tracemalloc.take_snapshot()
+    return sum(s.size_diff for s in after.compare_to(before, "filename"))
+
+
+def _memory_provider() -> Any:
+    import breaker
+
+    return breaker.new(breaker.Config("bench", "bench/breakers/"), coord=breaker.MemoryCoord())
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = []
+    for dist in (
+        "breaker",
+        "pybreaker",
+        "wrapt",
+        "attrs",
+        "python-consul",
+        "circuitbreaker",
+        "aiobreaker",
+        "purgatory",
+        "pyperf",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{dist} {metadata.version(dist)}")
+    return [
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- python: {platform.python_implementation()} {platform.python_version()}",
+        f"- packages: {', '.join(versions)}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny counts: checks it runs")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="sections: micro threads tasks propagation scale"
+    )
+    args = parser.parse_args()
+    logging.getLogger("breaker").setLevel(logging.ERROR)
+    report = Report()
+    sections = {
+        "micro": micro,
+        "threads": threads,
+        "tasks": tasks,
+        "propagation": propagation,
+        "scale": scale,
+    }
+    for name, run in sections.items():
+        if args.only is None or name in args.only:
+            run(report, args.smoke)
+    print("\n== Targets")
+    for target in report.targets:
+        print(f"  {target[0]:60} {target[1]:>22}  {target[2]}")
+    if args.smoke or args.only is not None:
+        return
+    command = "python3 tasks.py bench   (= python benchmarks/run.py)"
+    header = [
+        "Benchmark results",
+        "=================",
+        "",
+        f"Produced by ``{command}``.",
+        "",
+        *machine(),
+        "",
+        "Ratios compare peers measured in the same run; absolute times",
+        "are context only (a shared, noisy machine).",
+        "",
+        "",
+    ]
+    notes = HERE / "NOTES.rst"
+    text = "\n".join(header) + report.render() + "\n"
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    RESULTS.write_text(text)
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
