@@ -136,6 +136,18 @@ class TestWatch:
         with pytest.raises(queue.Empty):
             got.queue.get(timeout=0.3)
 
+    def test_writes_through_the_coord_itself(self, backend: Backend) -> None:
+        coord = backend.make()
+        got = Snapshots()
+        watch = coord.watch(backend.prefix, got)
+        assert got.next() == {}
+        key = "/" + backend.prefix + "payments.json"  # a leading slash is dropped
+        coord.put(key, '{"failureThreshold": 2}')  # type: ignore[attr-defined]
+        assert got.until(bool) == {key[1:]: b'{"failureThreshold": 2}'}
+        coord.delete(backend.prefix, recurse=True)  # type: ignore[attr-defined]
+        assert got.until(lambda s: not s) == {}
+        watch.stop()
+
     def test_close_is_idempotent(self, backend: Backend) -> None:
         coord = backend.make()
         coord.watch(backend.prefix, Snapshots())

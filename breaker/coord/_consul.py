@@ -417,7 +417,8 @@ class ConsulCoord:
         self._timeout = timeout
         self._min_interval = min_interval
         self._backoff = (backoff_first, backoff_cap)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the list of watches
+        self._io = threading.Lock()  # one request at a time on the shared client
         self._watches: list[_ConsulWatch] = []
         self._http = _HTTP(self._settings, timeout=timeout)
         self._kv = _KV(_Agent(self._http, self._settings.datacenter))
@@ -434,20 +435,20 @@ class ConsulCoord:
 
     def load(self, prefix: str) -> Snapshot:
         """Return every key under ``prefix`` (one recursive GET); raise `CoordError` on failure."""
-        with self._lock:
+        with self._io:
             _, entries = _list(self._kv, self._http, prefix.lstrip("/"), index=0, wait=None)
         return {e["Key"]: e["Value"] or b"" for e in entries}
 
     def put(self, key: str, value: bytes | str) -> None:
         """Store ``value`` at ``key`` (an operator's write; raise `CoordError` on failure)."""
-        with self._lock:
+        with self._io:
             ok = self._kv.put(key.lstrip("/"), value)
         if ok is not True:
             raise CoordError(f"Consul refused to write {key!r}")
 
     def delete(self, key: str, *, recurse: bool = False) -> None:
         """Delete ``key`` (or every key under it, with ``recurse``)."""
-        with self._lock:
+        with self._io:
             self._kv.delete(key.lstrip("/"), recurse=recurse)
 
     def watch(self, prefix: str, on_change: OnChange) -> Watch:
