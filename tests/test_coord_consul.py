@@ -66,6 +66,15 @@ def doc(failure_threshold: int) -> str:
     return json.dumps({"failureThreshold": failure_threshold})
 
 
+@pytest.fixture
+def acl_server() -> Iterator[ConsulServer]:
+    """A server with ACLs on (default deny) where TOKEN may read config/; payments at 2."""
+    rules = [ACLRule("config/", "read")]
+    with ConsulServer(jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny") as server:
+        server.put(KEY, doc(2))
+        yield server
+
+
 @pytest.fixture(autouse=True)
 def _no_thread_left() -> Iterator[None]:
     yield
@@ -150,50 +159,42 @@ class TestFaults:
             assert max(gaps) >= 0.95  # backed off for Retry-After, though backoff_cap is 0.2
 
     def test_403_backs_off_without_hammering_and_keeps_the_default(
-        self, caplog: pytest.LogCaptureFixture
+        self, acl_server: ConsulServer, caplog: pytest.LogCaptureFixture
     ) -> None:
-        rules = [ACLRule("config/", "read")]
-        with ConsulServer(
-            jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny"
-        ) as server:
-            server.put(KEY, doc(2))
-            with (
-                caplog.at_level(logging.DEBUG, logger="breaker"),
-                new(server, token="wrong-token", backoff_first=0.1, backoff_cap=0.4) as p,
-            ):
-                assert p.policy("payments") == Policy(failure_threshold=3)
-                eventually(lambda: len(server.requests_log) >= 6)
-                assert p.policy("payments") == Policy(failure_threshold=3)
-            times = [r.time for r in server.requests_log]
-            gaps = [b - a for a, b in itertools.pairwise(times[1:])]  # after load and first watch
-            # Backing off with jitter: at least half of 0.1, 0.2, 0.4, 0.4 s; never spinning.
-            minimums = [0.05, 0.1, 0.2, 0.2]
-            assert [g >= m for g, m in zip(gaps[:4], minimums, strict=True)] == [True] * 4
-            warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-            watch_warnings = [r for r in warnings if "watching Consul" in r.getMessage()]
-            assert len(watch_warnings) == 1
-            assert "403 permission denied" in watch_warnings[0].getMessage()
-            assert "ACL not found" in watch_warnings[0].getMessage()
-            assert "wrong-token" not in caplog.text
+        server = acl_server
+        with (
+            caplog.at_level(logging.DEBUG, logger="breaker"),
+            new(server, token="wrong-token", backoff_first=0.1, backoff_cap=0.4) as p,
+        ):
+            assert p.policy("payments") == Policy(failure_threshold=3)
+            eventually(lambda: len(server.requests_log) >= 6)
+            assert p.policy("payments") == Policy(failure_threshold=3)
+        times = [r.time for r in server.requests_log]
+        gaps = [b - a for a, b in itertools.pairwise(times[1:])]  # after load and first watch
+        # Backing off with jitter: at least half of 0.1, 0.2, 0.4, 0.4 s; never spinning.
+        minimums = [0.05, 0.1, 0.2, 0.2]
+        assert [g >= m for g, m in zip(gaps[:4], minimums, strict=True)] == [True] * 4
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        watch_warnings = [r for r in warnings if "watching Consul" in r.getMessage()]
+        assert len(watch_warnings) == 1
+        assert "403 permission denied" in watch_warnings[0].getMessage()
+        assert "ACL not found" in watch_warnings[0].getMessage()
+        assert "wrong-token" not in caplog.text
 
     def test_token_travels_in_the_header_and_never_in_logs(
-        self, caplog: pytest.LogCaptureFixture
+        self, acl_server: ConsulServer, caplog: pytest.LogCaptureFixture
     ) -> None:
-        rules = [ACLRule("config/", "read")]
-        with ConsulServer(
-            jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny"
-        ) as server:
-            server.put(KEY, doc(2))
-            with caplog.at_level(logging.DEBUG), new(server, token=TOKEN) as p:
-                assert p.policy("payments").failure_threshold == 2
-                server.fail_next(1, status=500)
-                eventually(lambda: blocking_requests(server) >= 2)
-                assert TOKEN not in repr(p) + repr(p._coord)
-            for request in server.requests_log:
-                assert request.headers.get("x-consul-token") == TOKEN
-                assert "token" not in request.query
-                assert TOKEN not in request.path
-            assert TOKEN not in caplog.text
+        server = acl_server
+        with caplog.at_level(logging.DEBUG), new(server, token=TOKEN) as p:
+            assert p.policy("payments").failure_threshold == 2
+            server.fail_next(1, status=500)
+            eventually(lambda: blocking_requests(server) >= 2)
+            assert TOKEN not in repr(p) + repr(p._coord)
+        for request in server.requests_log:
+            assert request.headers.get("x-consul-token") == TOKEN
+            assert "token" not in request.query
+            assert TOKEN not in request.path
+        assert TOKEN not in caplog.text
 
     def test_a_silent_connection_mid_watch_times_out_and_recovers(
         self, consul_server: ConsulServer
