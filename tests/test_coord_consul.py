@@ -321,3 +321,17 @@ class TestBackoffSchedule:
         w = self.watch()
         assert w.backoff_delay(0, retry_after=7) == 7
         assert w.backoff_delay(0, retry_after=3600) == 30.0
+
+
+def test_a_change_right_after_start_up_is_not_held_back_by_pacing(
+    consul_server: ConsulServer,
+) -> None:
+    consul_server.put(KEY, doc(4))
+    with new(consul_server, min_interval=2.0) as p:
+        started = time.monotonic()
+        consul_server.put(KEY, doc(5))
+        eventually(lambda: p.policy("payments").failure_threshold == 5)
+        assert time.monotonic() - started < 1.0  # the first blocking query is not paced
+        consul_server.put(KEY, doc(6))  # the next one is: at least 2 s after the last
+        eventually(lambda: p.policy("payments").failure_threshold == 6)
+        assert time.monotonic() - started >= 1.9

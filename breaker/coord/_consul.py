@@ -566,7 +566,9 @@ class _ConsulWatch:
             pause = next_query - time.monotonic()
             if pause > 0 and self._stopping.wait(pause):
                 break
-            next_query = time.monotonic() + self._min_interval
+            # Pace blocking queries, which return as fast as writes come; an index-0 read
+            # (the first, or after a reset) answers at once and need not delay the next.
+            next_query = time.monotonic() + self._min_interval if index else 0.0
             try:
                 new_index, entries = _list(
                     self._kv, self._http, self.prefix, index=index, wait=self._wait
