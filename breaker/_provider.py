@@ -216,9 +216,8 @@ class Provider:
             self._raw = raw
             if new == old:
                 return
-            for name in old.keys() - new.keys():
-                if name not in raw:
-                    _log.info("policy %r deleted; breaker uses the default policy", name)
+            for name in old.keys() - new.keys():  # a kept or invalid document stays in new
+                _log.info("policy %r deleted; breaker uses the default policy", name)
             for name, policy in new.items():
                 if old.get(name) != policy:
                     _log.info("policy %r is now %s", name, policy)
