@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import wrapt
 
 from breaker._engine import _CLOSED, Breaker, Exclusions, exclusions
-from breaker._state import BreakerOpenError
+from breaker._exceptions import BreakerOpenError
 
 if TYPE_CHECKING:
     from breaker._provider import Provider

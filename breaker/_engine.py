@@ -21,8 +21,9 @@ from typing import ParamSpec, TypeVar, cast
 
 import pybreaker
 
+from breaker._exceptions import BreakerOpenError
 from breaker._policy import Policy
-from breaker._state import BreakerOpenError, State
+from breaker._state import State
 
 _log = logging.getLogger("breaker")
 

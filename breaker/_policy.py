@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from breaker._duration import format_go_duration, parse_go_duration
+from breaker._exceptions import PolicyError
 
 _log = logging.getLogger("breaker")
 
@@ -21,14 +22,6 @@ _JSON_KEYS = {
     "successThreshold": "success_threshold",
     "openStateTimeout": "open_state_timeout",
 }
-
-
-class PolicyError(ValueError):
-    """Raise when a policy value or document is invalid; the message names the key and why."""
-
-    def __init__(self, message: str, *, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 def _threshold(name: str, value: object) -> int:

@@ -13,9 +13,10 @@ import attrs
 
 from breaker._decorators import ExcludeItem, Fallback, Guard, circuit
 from breaker._engine import Breaker, Clock
-from breaker._policy import Policy, PolicyError
+from breaker._exceptions import CoordError, PolicyError
+from breaker._policy import Policy
 from breaker._state import State, StateChange
-from breaker.coord._base import Coord, CoordError, Snapshot, Watch
+from breaker.coord._base import Coord, Snapshot, Watch
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,7 +1,16 @@
 """Coords: where a Provider reads and watches its policy documents."""
 
-from breaker.coord._base import Coord, CoordError, OnChange, Snapshot, Watch
+from breaker.coord._base import Coord, CoordError, CoordHealth, OnChange, Snapshot, Watch
 from breaker.coord._consul import ConsulCoord
 from breaker.coord._memory import MemoryCoord
 
-__all__ = ["ConsulCoord", "Coord", "CoordError", "MemoryCoord", "OnChange", "Snapshot", "Watch"]
+__all__ = [
+    "ConsulCoord",
+    "Coord",
+    "CoordError",
+    "CoordHealth",
+    "MemoryCoord",
+    "OnChange",
+    "Snapshot",
+    "Watch",
+]

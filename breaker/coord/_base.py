@@ -5,31 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
+import attrs
+
+from breaker._exceptions import CoordError
+
+__all__ = ["Coord", "CoordError", "CoordHealth", "OnChange", "Snapshot", "Watch"]
+
 Snapshot = Mapping[str, bytes]
 """Every key under a prefix (full key, no leading slash) mapped to its raw value."""
 
 OnChange = Callable[[Snapshot], None]
 
 
-class CoordError(Exception):
-    """Raise when a coord cannot read its backend (unreachable, refused, malformed answer).
+@attrs.frozen
+class CoordHealth:
+    """What a watch knows of its backend, for status pages and metrics.
 
-    ``condition`` names the kind of failure (a watcher logs once per change of it),
-    ``status`` is the HTTP status when there is one, ``retry_after`` a server's hint.
+    ``up`` is whether the last read succeeded; ``last_sync`` the wall-clock time
+    (``time.time()``) of the last successful read, None before the first;
+    ``last_error`` the message of the last failed read, None once reads work again.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        condition: str | None = None,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.condition = condition or message
-        self.status = status
-        self.retry_after = retry_after
+    up: bool
+    last_sync: float | None = None
+    last_error: str | None = None
 
 
 @runtime_checkable
@@ -38,6 +37,10 @@ class Watch(Protocol):
 
     def stop(self) -> None:
         """Stop watching; after this returns, the callback is not called again."""
+
+    def health(self) -> CoordHealth:
+        """Return what the watch knows of its backend now."""
+        ...
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ import urllib3.connection
 import urllib3.connectionpool
 
 from breaker._duration import format_go_duration, parse_go_duration
-from breaker.coord._base import CoordError, OnChange, Snapshot, Watch
+from breaker.coord._base import CoordError, CoordHealth, OnChange, Snapshot, Watch
 
 try:  # py-consul, the maintained fork
     from consul.api.kv import KV as _KV
@@ -541,6 +541,7 @@ class _ConsulWatch:
         self._kv = _KV(_Agent(self._http, settings.datacenter))
         self._stopping = threading.Event()
         self._random = random.Random()
+        self._health = CoordHealth(up=False)
         self._thread = threading.Thread(
             target=self._run, name=f"breaker-consul-watch:{prefix}", daemon=True
         )
@@ -555,6 +556,10 @@ class _ConsulWatch:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5)
         self._on_stop(self)
+
+    def health(self) -> CoordHealth:
+        """Return whether the last read succeeded, when one last did, and the last error."""
+        return self._health
 
     def _run(self) -> None:
         index = 0
@@ -576,6 +581,7 @@ class _ConsulWatch:
             except CoordError as exc:
                 if self._stopping.is_set():
                     break
+                self._health = attrs.evolve(self._health, up=False, last_error=str(exc))
                 if exc.condition != condition:
                     condition = exc.condition
                     _log.warning(
@@ -597,6 +603,7 @@ class _ConsulWatch:
                 )
                 condition = None
             failures = 0
+            self._health = CoordHealth(up=True, last_sync=time.time())
             if new_index < index:
                 # A snapshot restore or a new cluster: indexes start over. Re-read from 0,
                 # or the next query would wait for an index that may never come.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 
-from breaker.coord._base import OnChange, Snapshot, Watch
+from breaker.coord._base import CoordHealth, OnChange, Snapshot, Watch
 
 _log = logging.getLogger("breaker")
 
@@ -18,10 +19,15 @@ class _MemoryWatch:
         self._coord = coord
         self.prefix = prefix
         self.on_change = on_change
+        self.started = time.time()
 
     def stop(self) -> None:
         """Stop watching; no snapshot is delivered after this returns."""
         self._coord._remove(self)
+
+    def health(self) -> CoordHealth:
+        """Return a memory coord's health: always up, synced when the watch started."""
+        return CoordHealth(up=True, last_sync=self.started)
 
 
 class MemoryCoord:
