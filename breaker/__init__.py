@@ -1,6 +1,15 @@
-"""Named circuit breakers whose policies change at runtime, through Consul KV or any coord."""
+"""Named circuit breakers whose policies change at runtime, through Consul KV or any coord.
 
-from breaker._decorators import Guard, circuit, set_default_provider
+Importing ``breaker`` loads no HTTP or Consul module: ``breaker.ConsulCoord`` is loaded
+on first use (it needs the ``consul`` extra).
+"""
+
+from __future__ import annotations
+
+import typing as _typing
+
+from breaker._decorators import Guard, circuit
+from breaker._default import get_default_provider, set_default_provider
 from breaker._engine import Breaker
 from breaker._exceptions import (
     BreakerError,
@@ -11,10 +20,14 @@ from breaker._exceptions import (
 )
 from breaker._policy import Policy
 from breaker._provider import Config, Provider, new
-from breaker._state import State, StateChange
-from breaker.coord import ConsulCoord, Coord, MemoryCoord
+from breaker._state import Mode, Outcome, State, StateChange, Stats
+from breaker.coord._base import Coord, CoordHealth
+from breaker.coord._memory import MemoryCoord
 
-__version__ = "0.1.0"
+if _typing.TYPE_CHECKING:
+    from breaker.coord import ConsulCoord
+
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "Breaker",
@@ -24,15 +37,28 @@ __all__ = [
     "ConsulCoord",
     "Coord",
     "CoordError",
+    "CoordHealth",
     "ErrBreakerOpen",
     "Guard",
     "MemoryCoord",
+    "Mode",
+    "Outcome",
     "Policy",
     "PolicyError",
     "Provider",
     "State",
     "StateChange",
+    "Stats",
     "circuit",
+    "get_default_provider",
     "new",
     "set_default_provider",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name == "ConsulCoord":
+        from breaker import coord
+
+        return coord.ConsulCoord
+    raise AttributeError(f"module 'breaker' has no attribute {name!r}")

@@ -14,7 +14,10 @@ _UNIT_NS = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
-_PART = re.compile(r"(\d+\.?\d*|\.\d+)([a-z\u00b5\u03bc]+)")
+# ASCII digits only, as Go reads them (\d would also take fullwidth and other digits).
+_PART = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([a-z\u00b5\u03bc]+)")
+MAX_NS = 2**63 - 1
+"""Go's largest time.Duration, in nanoseconds (about 292 years)."""
 
 
 def parse_go_duration(text: str) -> int:
@@ -44,7 +47,7 @@ def parse_go_duration(text: str) -> int:
             # Exact integer arithmetic, as Go does, so "1.1s" is 1100000000ns, not 1099999999.
             total += int(frac) * scale // 10 ** len(frac)
         pos = m.end()
-    if total > 2**63 - (1 if sign > 0 else 0):
+    if total > MAX_NS + (0 if sign > 0 else 1):
         raise ValueError(f"invalid duration {text!r}: out of range")  # Go's int64 nanoseconds
     return sign * total
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from breaker._state import State
+    from breaker._state import Mode, State
 
 
 class BreakerError(Exception):
@@ -36,7 +36,9 @@ class BreakerOpenError(BreakerError):
     # so raising one costs no Python-level __init__.
     if TYPE_CHECKING:
 
-        def __init__(self, name: str, state: State, retry_after: float) -> None: ...
+        def __init__(
+            self, name: str, state: State, retry_after: float, mode: Mode | None = None, /
+        ) -> None: ...
 
     @property
     def name(self) -> str:

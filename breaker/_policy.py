@@ -1,51 +1,38 @@
-"""Policy: the three knobs of a breaker, validated on construction, and its JSON form."""
+"""Policy: how a breaker trips and recovers, validated on construction, and its JSON form.
+
+A policy document is a JSON object in camelCase; every key is optional and keys a
+document leaves out come from a base policy. Durations are Go duration strings or
+numbers of seconds, bounded by Go's largest duration; counts by `MAX_COUNT`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import attrs
 
-from breaker._duration import format_go_duration, parse_go_duration
+from breaker._duration import MAX_NS, format_go_duration, parse_go_duration
 from breaker._exceptions import PolicyError
+from breaker._state import Mode
 
-_log = logging.getLogger("breaker")
+_log = logging.getLogger("breaker.policies")
 
 _NS_PER_S = 1_000_000_000
-_JSON_KEYS = {
-    "failureThreshold": "failure_threshold",
-    "successThreshold": "success_threshold",
-    "openStateTimeout": "open_state_timeout",
-}
-
-
-def _threshold(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise PolicyError(f"{name}: expected an integer >= 1, got {_describe(value)}", key=name)
-    if value < 1:
-        raise PolicyError(f"{name}: expected an integer >= 1, got {value}", key=name)
-    return value
-
-
-def _seconds(name: str, value: object) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PolicyError(
-            f"{name}: expected a number of seconds > 0, got {_describe(value)}", key=name
-        )
-    if not math.isfinite(value) or value <= 0:
-        raise PolicyError(f"{name}: expected a number of seconds > 0, got {value}", key=name)
-    # Kept at nanosecond resolution, like Go's time.Duration, so the JSON form round-trips.
-    ns = round(value * _NS_PER_S)
-    if ns < 1:
-        raise PolicyError(f"{name}: {value} is shorter than a nanosecond", key=name)
-    return ns / _NS_PER_S
+MAX_SECONDS = MAX_NS / _NS_PER_S
+"""The longest duration a policy holds: Go's largest time.Duration (about 292 years)."""
+MAX_COUNT = 1_000_000
+"""The largest count a policy holds (thresholds, minimum calls)."""
+DEFAULT_MINIMUM_CALLS = 20
+"""Calls a rate window needs before ``failureRate`` can trip it, when a document names none."""
+DEFAULT_RATE_WINDOW = 60.0
+"""The rate window, in seconds, when a document sets ``failureRate`` and names none."""
+_UNKNOWN_SAMPLE = 5
 
 
 def _describe(value: object) -> str:
@@ -54,38 +41,226 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f"the string {value!r}"
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {text!r}"
     if isinstance(value, (list, tuple)):
         return "an array"
     if isinstance(value, Mapping):
         return "an object"
+    if isinstance(value, int) and abs(value) > 10**30:
+        return f"an integer of {len(str(abs(value)))} digits"
     return repr(value)
 
 
+def _count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PolicyError(
+            f"{name}: expected an integer from {minimum} to {MAX_COUNT}, got {_describe(value)}",
+            key=name,
+        )
+    if not minimum <= value <= MAX_COUNT:
+        raise PolicyError(
+            f"{name}: expected an integer from {minimum} to {MAX_COUNT}, got {_describe(value)}",
+            key=name,
+        )
+    return value
+
+
+def _seconds(name: str, value: object) -> float:
+    """Return ``value`` (seconds, a timedelta or a Go duration string) as float seconds."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, str):
+        try:
+            return parse_go_duration(value) / _NS_PER_S
+        except ValueError as exc:
+            raise PolicyError(f"{name}: {exc}", key=name) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PolicyError(
+            f'{name}: expected a duration ("30s", "1m30s") or a number of seconds, '
+            f"got {_describe(value)}",
+            key=name,
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PolicyError(f"{name}: expected a finite duration, got {value}", key=name)
+    if value > MAX_SECONDS:
+        raise PolicyError(
+            f"{name}: {_describe(value)} (seconds) is longer than the longest duration "
+            f"({format_go_duration(MAX_NS)})",
+            key=name,
+        )
+    if value <= 0:
+        return 0.0
+    # Kept at nanosecond resolution, like Go's time.Duration, so the JSON form round-trips
+    # (clamped: the float nearest the longest duration rounds to a nanosecond beyond it).
+    return min(round(value * _NS_PER_S), MAX_NS) / _NS_PER_S
+
+
+def _duration(name: str, value: object) -> float:
+    seconds = _seconds(name, value)
+    if seconds <= 0:
+        raise PolicyError(f"{name}: expected a duration > 0, got {_describe(value)}", key=name)
+    return seconds
+
+
+def _open_state_timeout(value: object) -> float:
+    return _duration("open_state_timeout", value)
+
+
+def _rate_window(value: object) -> float:
+    return _duration("rate_window", value)
+
+
+def _slow_call_duration(value: object) -> float | None:
+    return None if value is None else _duration("slow_call_duration", value)
+
+
+def _max_open_state_timeout(value: object) -> float | None:
+    return None if value is None else _duration("max_open_state_timeout", value)
+
+
+def _rate(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PolicyError(
+            f"failure_rate: expected a number in (0, 1], got {_describe(value)}", key="failure_rate"
+        )
+    if not 0 < value <= 1:
+        raise PolicyError(
+            f"failure_rate: expected a number in (0, 1], got {_describe(value)}", key="failure_rate"
+        )
+    return float(value)
+
+
+def _mode(value: object) -> Mode:
+    if isinstance(value, Mode):
+        return value
+    try:
+        return Mode(value)
+    except (ValueError, TypeError):
+        choices = ", ".join(repr(m.value) for m in Mode)
+        raise PolicyError(
+            f"mode: expected one of {choices}, got {_describe(value)}", key="mode"
+        ) from None
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z",
+    re.ASCII,
+)
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Return ``value`` (an RFC 3339 string or an aware datetime) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PolicyError(
+                "mode_until: expected a timezone-aware datetime, got a naive one", key="mode_until"
+            )
+        return value.astimezone(timezone.utc)
+    if not isinstance(value, str):
+        raise PolicyError(
+            f'mode_until: expected an RFC 3339 timestamp ("2026-11-29T14:00:00Z"), '
+            f"got {_describe(value)}",
+            key="mode_until",
+        )
+    match = _RFC3339.match(value)
+    if match is None:
+        raise PolicyError(
+            f'mode_until: expected an RFC 3339 timestamp ("2026-11-29T14:00:00Z"), '
+            f"got {_describe(value)}",
+            key="mode_until",
+        )
+    year, month, day, hour, minute, second, frac, zone = match.groups()
+    try:
+        if zone in ("Z", "z"):
+            tz = timezone.utc
+        else:
+            sign = 1 if zone[0] == "+" else -1
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if hours > 23 or minutes > 59:
+                raise ValueError("offset out of range")
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        micro = int((frac or ".0")[1:].ljust(9, "0")[:6])
+        parsed = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tz
+        )
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise PolicyError(
+            f"mode_until: {value!r} is not a valid time: {exc}", key="mode_until"
+        ) from None
+
+
 def _check_failure_threshold(_: object, __: object, value: object) -> None:
-    _threshold("failure_threshold", value)
+    _count("failure_threshold", value, 0)
 
 
 def _check_success_threshold(_: object, __: object, value: object) -> None:
-    _threshold("success_threshold", value)
+    _count("success_threshold", value, 1)
 
 
-def _convert_timeout(value: float | timedelta) -> float:
-    return _seconds("open_state_timeout", value)
+def _check_minimum_calls(_: object, __: object, value: object) -> None:
+    _count("minimum_calls", value, 1)
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Policy:
     """How a breaker trips and recovers; immutable, so a new policy is a new object.
 
     ``failure_threshold`` consecutive failures open the breaker; after
     ``open_state_timeout`` seconds it half-opens and admits up to ``success_threshold``
-    trial calls; that many consecutive successes close it again.
+    trial calls; that many consecutive successes close it again. The other fields are
+    optional rules (slow calls, a failure rate over a window, growing open periods) and
+    the operator's ``mode``; the README's Policies section describes each.
     """
 
     failure_threshold: int = attrs.field(default=5, validator=_check_failure_threshold)
     success_threshold: int = attrs.field(default=1, validator=_check_success_threshold)
-    open_state_timeout: float = attrs.field(default=60.0, converter=_convert_timeout)
+    open_state_timeout: float = attrs.field(default=60.0, converter=_open_state_timeout)
+    slow_call_duration: float | None = attrs.field(default=None, converter=_slow_call_duration)
+    failure_rate: float | None = attrs.field(default=None, converter=_rate)
+    minimum_calls: int = attrs.field(default=DEFAULT_MINIMUM_CALLS, validator=_check_minimum_calls)
+    rate_window: float = attrs.field(default=DEFAULT_RATE_WINDOW, converter=_rate_window)
+    max_open_state_timeout: float | None = attrs.field(
+        default=None, converter=_max_open_state_timeout
+    )
+    mode: Mode = attrs.field(default=Mode.AUTO, converter=_mode)
+    mode_until: datetime | None = attrs.field(default=None, converter=_timestamp)
+
+    def __repr__(self) -> str:
+        """Show the seed's three fields, and the optional ones only when they are set."""
+        parts = [
+            f"failure_threshold={self.failure_threshold}",
+            f"success_threshold={self.success_threshold}",
+            f"open_state_timeout={self.open_state_timeout!r}",
+        ]
+        defaults = _DEFAULTS
+        for field in _OPTIONAL_FIELDS:
+            value = getattr(self, field)
+            if value != getattr(defaults, field):
+                parts.append(f"{field}={value.value if isinstance(value, Mode) else value!r}")
+        return f"Policy({', '.join(parts)})"
+
+    def __attrs_post_init__(self) -> None:
+        if self.failure_threshold == 0 and self.failure_rate is None:
+            raise PolicyError(
+                "failure_threshold: 0 turns the consecutive-failure rule off, which needs a "
+                "failure rate to trip on instead",
+                key="failure_threshold",
+            )
+        if (
+            self.max_open_state_timeout is not None
+            and self.max_open_state_timeout < self.open_state_timeout
+        ):
+            raise PolicyError(
+                f"max_open_state_timeout: {_go(self.max_open_state_timeout)} is shorter than "
+                f"the open state timeout ({_go(self.open_state_timeout)})",
+                key="max_open_state_timeout",
+            )
 
     @classmethod
     def from_dict(
@@ -103,22 +278,25 @@ class Policy:
         if not isinstance(data, Mapping):
             raise PolicyError(f"{where}a policy must be a JSON object, got {_describe(data)}")
         changes: dict[str, Any] = {}
+        unknown: list[str] = []
+        for key, value in data.items():
+            field = _FIELDS.get(key)
+            if field is None:
+                unknown.append(key)
+            else:
+                changes[field] = value
+        if unknown:
+            sample = ", ".join(repr(str(k)[:40]) for k in unknown[:_UNKNOWN_SAMPLE])
+            more = (
+                f" and {len(unknown) - _UNKNOWN_SAMPLE} more"
+                if len(unknown) > _UNKNOWN_SAMPLE
+                else ""
+            )
+            _log.warning("%signoring unknown policy keys: %s%s", where, sample, more)
         try:
-            for key, value in data.items():
-                if key == "openStateTimeout":
-                    if isinstance(value, str):
-                        try:
-                            value = parse_go_duration(value) / _NS_PER_S
-                        except ValueError as exc:
-                            raise PolicyError(f"{key}: {exc}", key=key) from None
-                    changes["open_state_timeout"] = _seconds(key, value)
-                elif key in _JSON_KEYS:
-                    changes[_JSON_KEYS[key]] = _threshold(key, value)
-                else:
-                    _log.warning("%signoring unknown policy key %r", where, key)
+            return attrs.evolve(base if base is not None else cls(), **changes)
         except PolicyError as exc:
-            raise PolicyError(f"{where}{exc}", key=exc.key) from None
-        return attrs.evolve(base if base is not None else cls(), **changes)
+            raise PolicyError(f"{where}{_json_message(exc)}", key=_json_key(exc.key)) from None
 
     @classmethod
     def from_json(
@@ -128,18 +306,105 @@ class Policy:
         base: Policy | None = None,
         source: str | None = None,
     ) -> Policy:
-        """Return the policy a JSON document describes (see `from_dict`)."""
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            where = f"{source}: " if source else ""
-            raise PolicyError(f"{where}malformed JSON: {exc}") from None
-        return cls.from_dict(data, base=base, source=source)
+        """Return the policy a JSON document describes (see `from_dict`).
+
+        Bytes must be UTF-8 without a byte-order mark, as Go's encoding/json reads them.
+        """
+        return cls.from_dict(decode_document(text, source=source), base=base, source=source)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON form, with the timeout as a Go duration string ("1m30s")."""
-        return {
+        """Return the JSON form: durations as Go duration strings, optional keys only when set."""
+        out: dict[str, Any] = {
             "failureThreshold": self.failure_threshold,
             "successThreshold": self.success_threshold,
-            "openStateTimeout": format_go_duration(round(self.open_state_timeout * _NS_PER_S)),
+            "openStateTimeout": _go(self.open_state_timeout),
         }
+        if self.slow_call_duration is not None:
+            out["slowCallDuration"] = _go(self.slow_call_duration)
+        if self.failure_rate is not None:
+            out["failureRate"] = self.failure_rate
+        if self.failure_rate is not None or self.minimum_calls != DEFAULT_MINIMUM_CALLS:
+            out["minimumCalls"] = self.minimum_calls
+        if self.failure_rate is not None or self.rate_window != DEFAULT_RATE_WINDOW:
+            out["rateWindow"] = _go(self.rate_window)
+        if self.max_open_state_timeout is not None:
+            out["maxOpenStateTimeout"] = _go(self.max_open_state_timeout)
+        if self.mode is not Mode.AUTO:
+            out["mode"] = self.mode.value
+        if self.mode_until is not None:
+            out["modeUntil"] = format_timestamp(self.mode_until)
+        return out
+
+
+def _go(seconds: float) -> str:
+    return format_go_duration(min(round(seconds * _NS_PER_S), MAX_NS))
+
+
+def format_timestamp(when: datetime) -> str:
+    """Return ``when`` as RFC 3339 in UTC ("2026-11-29T14:00:00Z")."""
+    text = when.astimezone(timezone.utc).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+_DEFAULTS = Policy()
+_OPTIONAL_FIELDS = (
+    "slow_call_duration",
+    "failure_rate",
+    "minimum_calls",
+    "rate_window",
+    "max_open_state_timeout",
+    "mode",
+    "mode_until",
+)
+_FIELDS = {
+    "failureThreshold": "failure_threshold",
+    "successThreshold": "success_threshold",
+    "openStateTimeout": "open_state_timeout",
+    "slowCallDuration": "slow_call_duration",
+    "failureRate": "failure_rate",
+    "minimumCalls": "minimum_calls",
+    "rateWindow": "rate_window",
+    "maxOpenStateTimeout": "max_open_state_timeout",
+    "mode": "mode",
+    "modeUntil": "mode_until",
+}
+_KEYS = {field: key for key, field in _FIELDS.items()}
+JSON_KEYS = tuple(_FIELDS)
+"""Every key a policy document may hold."""
+
+
+def _json_key(field: str | None) -> str | None:
+    return _KEYS.get(field, field) if field else field
+
+
+def _json_message(exc: PolicyError) -> str:
+    """Return the error with the attrs field name replaced by the document's key."""
+    text = str(exc)
+    if exc.key and text.startswith(exc.key + ":"):
+        return _json_key(exc.key) + text[len(exc.key) :]  # type: ignore[operator]
+    return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_document(text: str | bytes, *, source: str | None = None) -> Any:
+    """Return the JSON value of a policy document; raise `PolicyError` if it is not JSON."""
+    where = f"{source}: " if source else ""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raise PolicyError(f"{where}malformed JSON: a byte-order mark before the document")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError(
+                f"{where}malformed JSON: not UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
+    elif text.startswith("\ufeff"):
+        raise PolicyError(f"{where}malformed JSON: a byte-order mark before the document")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise PolicyError(f"{where}malformed JSON: {exc}") from None

@@ -5,25 +5,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
 from types import MappingProxyType, TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import attrs
 
-from breaker._decorators import ExcludeItem, Fallback, Guard, circuit
+from breaker import _fork
+from breaker._decorators import ExcludeItem, FailureIf, Guard, circuit
 from breaker._engine import Breaker, Clock
 from breaker._exceptions import CoordError, PolicyError
-from breaker._policy import Policy
+from breaker._policy import Policy, format_timestamp
 from breaker._state import State, StateChange
-from breaker.coord._base import Coord, Snapshot, Watch
+from breaker.coord._base import Coord, CoordHealth, Snapshot, Watch
 
 P = ParamSpec("P")
 R = TypeVar("R")
 Listener = Callable[[StateChange], None]
 
-_log = logging.getLogger("breaker")
+_log = logging.getLogger("breaker.policies")
+_state_log = logging.getLogger("breaker.state")
 _SUFFIX = ".json"
+DEFAULT_DOCUMENT = "_default"
+"""The name whose document (``<policies_path>_default.json``) is the service-wide default."""
 
 
 def _non_empty(_: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -33,8 +40,12 @@ def _non_empty(_: object, attribute: attrs.Attribute[str], value: object) -> Non
 
 def _key_path(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
     _non_empty(instance, attribute, value)
-    if "//" in str(value).strip("/"):
+    path = str(value).strip("/")
+    if "//" in path:
         raise ValueError(f"Config.{attribute.name}: {value!r} contains '//', which no key can hold")
+    if any(part in (".", "..") for part in path.split("/")):
+        # An HTTP layer would normalise the URL and list another prefix.
+        raise ValueError(f"Config.{attribute.name}: {value!r} contains a '.' or '..' segment")
 
 
 @attrs.frozen
@@ -59,6 +70,44 @@ def policy_name(breaker_name: str) -> str:
     return breaker_name[1:] if breaker_name.startswith("/") else breaker_name
 
 
+class _Resources:
+    """What a provider must release: shared with its finalizer, which cannot hold the provider."""
+
+    __slots__ = ("coord", "watch")
+
+    def __init__(self, coord: Coord) -> None:
+        self.coord = coord
+        self.watch: Watch | None = None
+
+    def close(self) -> None:
+        try:
+            if self.watch is not None:
+                self.watch.stop()
+        finally:
+            self.coord.close()
+
+
+def _collect_unclosed(resources: _Resources, service: str) -> None:
+    # A finalizer may run in any thread, even the watcher's, with any lock held: release
+    # the coord from a thread of its own.
+    threading.Thread(target=resources.close, name="breaker-close-unclosed", daemon=True).start()
+    warnings.warn(
+        f"breaker provider for service {service!r} was never closed; stopping its watcher "
+        "(call provider.close() or use it as a context manager)",
+        ResourceWarning,
+        stacklevel=1,
+    )
+
+
+def _weak_apply(ref: weakref.ref[Provider]) -> Callable[[Snapshot], None]:
+    def on_change(snapshot: Snapshot) -> None:
+        provider = ref()
+        if provider is not None:
+            provider._apply(snapshot)
+
+    return on_change
+
+
 class Provider:
     """Own the named breakers of one service and keep their policies current.
 
@@ -73,20 +122,30 @@ class Provider:
         coord: Coord,
         default_policy: Policy,
         clock: Clock,
+        wall_clock: Clock,
     ) -> None:
         self._config = config
         self._coord = coord
         self._prefix = config.prefix
-        self._default = default_policy
+        self._code_default = default_policy
+        self._default = default_policy  # the code's default, layered under _default.json
+        self._default_raw: bytes | None = None
         self._clock = clock
+        self._wall = wall_clock
         self._policies: Mapping[str, Policy] = MappingProxyType({})
         self._raw: dict[str, bytes] = {}
         self._breakers: dict[str, Breaker] = {}
         self._listeners: tuple[Listener, ...] = ()
-        self._lock = threading.Lock()  # guards creating breakers and adopting policies
+        self._invalid = 0
+        self._lock = threading.Lock()  # guards creating breakers and swapping policies
         self._update_lock = threading.Lock()  # one snapshot applied at a time
-        self._watch: Watch | None = None
+        self._resources = _Resources(coord)
+        self._finalizer = weakref.finalize(
+            self, _collect_unclosed, self._resources, config.service_name
+        )
+        self._finalizer.atexit = False
         self._closed = False
+        _fork.register(self, _fork.PROVIDER)
 
     def __repr__(self) -> str:
         return (
@@ -101,13 +160,18 @@ class Provider:
 
     @property
     def default_policy(self) -> Policy:
-        """Return the policy of breakers that have none in the coord."""
+        """Return the policy of breakers with no document (``_default.json``, else the code's)."""
         return self._default
 
     @property
     def policies(self) -> Mapping[str, Policy]:
         """Return the policies read from the coord, by name (an immutable snapshot)."""
         return self._policies
+
+    @property
+    def invalid_documents(self) -> int:
+        """Return how many documents were rejected as invalid since the provider started."""
+        return self._invalid
 
     def policy(self, name: str) -> Policy:
         """Return the policy that a breaker called ``name`` uses."""
@@ -123,26 +187,40 @@ class Provider:
         with self._lock:
             brk = self._breakers.get(name)
             if brk is None:
-                brk = Breaker(name, self.policy(name), clock=self._clock, notify=self._notify)
+                brk = Breaker(
+                    name, self.policy(name), clock=self._clock, wall=self._wall, notify=self._notify
+                )
                 self._breakers[name] = brk
         return brk
+
+    def breakers(self) -> Mapping[str, Breaker]:
+        """Return the live breakers by name (a snapshot)."""
+        with self._lock:
+            return MappingProxyType(dict(self._breakers))
 
     def circuit(
         self,
         name: str,
         *,
         exclude: Iterable[ExcludeItem] = (),
-        fallback: Fallback | None = None,
-    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        fallback: Callable[..., Any] | None = None,
+        failure_if: FailureIf | None = None,
+    ) -> Any:
         """Guard a function, method or ``async def`` with breaker ``name`` (see `circuit`)."""
-        return circuit(name, provider=self, exclude=exclude, fallback=fallback)
+        return circuit(
+            name, provider=self, exclude=exclude, fallback=fallback, failure_if=failure_if
+        )
 
     def guard(self, name: str, *, exclude: Iterable[ExcludeItem] = ()) -> Guard:
         """Return a single-use context manager (``with`` or ``async with``) guarding a block."""
         return Guard(self.get_breaker(name), exclude)
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(StateChange)`` after every state change of every breaker."""
+        """Call ``listener(StateChange)`` after every state change of every breaker.
+
+        Each breaker's changes reach listeners in the order they happened, with no lock
+        held: a listener may call back into the provider or the breaker.
+        """
         with self._lock:
             self._listeners = (*self._listeners, listener)
 
@@ -151,14 +229,48 @@ class Provider:
         with self._lock:
             self._listeners = tuple(x for x in self._listeners if x != listener)
 
+    def health(self) -> CoordHealth:
+        """Return what the coord's watch knows of its backend (up, last sync, last error)."""
+        watch = self._resources.watch
+        if watch is None:
+            return CoordHealth(up=False, last_error="not watching")
+        try:
+            return watch.health()
+        except Exception as exc:  # a coord of the user's own that does not keep health
+            return CoordHealth(up=False, last_error=f"health() failed: {exc}")
+
+    def status(self) -> dict[str, Any]:
+        """Return a JSON-serialisable picture for a health endpoint: coord, policies, breakers."""
+        health = self.health()
+        breakers = {}
+        for name, brk in sorted(self.breakers().items()):
+            breakers[name] = {
+                "state": brk.state.value,
+                "mode": brk.mode.value,
+                "policy": brk.policy.to_dict(),
+                "retry_after": round(brk.retry_after, 3),
+                "stats": brk.stats().to_dict(),
+            }
+        last_sync = None
+        if health.last_sync is not None:
+            last_sync = format_timestamp(datetime.fromtimestamp(health.last_sync, timezone.utc))
+        return {
+            "service": self._config.service_name,
+            "policies_path": self._config.policies_path,
+            "coord": {"up": health.up, "last_sync": last_sync, "last_error": health.last_error},
+            "invalid_documents": self._invalid,
+            "default_policy": self._default.to_dict(),
+            "breakers": breakers,
+        }
+
     def close(self) -> None:
         """Stop watching the coord and close it; breakers keep working with their last policy."""
         if self._closed:
             return
         self._closed = True
-        if self._watch is not None:
-            self._watch.stop()
-        self._coord.close()
+        self._finalizer.detach()
+        _fork.unregister(self)
+        self._resources.close()
 
     def __enter__(self) -> Provider:
         return self
@@ -186,52 +298,89 @@ class Provider:
             )
         else:
             self._apply(snapshot)
-        self._watch = self._coord.watch(self._prefix, self._apply)
+        self._resources.watch = self._coord.watch(self._prefix, _weak_apply(weakref.ref(self)))
 
     def _apply(self, snapshot: Snapshot) -> None:
         """Apply a coord snapshot: parse what changed, swap the mapping, update live breakers."""
         with self._update_lock:
-            raw: dict[str, bytes] = {}
-            for key, value in snapshot.items():
-                if key.startswith(self._prefix) and key.endswith(_SUFFIX):
-                    name = key[len(self._prefix) : -len(_SUFFIX)]
-                    if name:
-                        raw[name] = value
-                        continue
-                _log.debug("ignoring key %r: not a <name>.json policy under %r", key, self._prefix)
-            old = self._policies
-            new: dict[str, Policy] = {}
-            for name, value in raw.items():
-                if self._raw.get(name) == value:
-                    if name in old:
-                        new[name] = old[name]
+            adopted = self._apply_locked(snapshot)
+        for brk in adopted:  # listeners run with no provider lock held
+            brk._deliver()
+
+    def _apply_locked(self, snapshot: Snapshot) -> list[Breaker]:
+        raw: dict[str, bytes] = {}
+        for key, value in snapshot.items():
+            if key.startswith(self._prefix) and key.endswith(_SUFFIX):
+                name = key[len(self._prefix) : -len(_SUFFIX)]
+                if name:
+                    raw[name] = value
                     continue
-                key = self._prefix + name + _SUFFIX
-                try:
-                    new[name] = Policy.from_json(value, base=self._default, source=key)
-                except PolicyError as exc:
-                    if name in old:
-                        new[name] = old[name]
-                    kept = "the last good policy" if name in old else "the default policy"
-                    _log.warning("invalid policy document: %s; keeping %s", exc, kept)
-            self._raw = raw
-            if new == old:
-                return
-            for name in old.keys() - new.keys():  # a kept or invalid document stays in new
-                _log.info("policy %r deleted; breaker uses the default policy", name)
-            for name, policy in new.items():
-                if old.get(name) != policy:
-                    _log.info("policy %r is now %s", name, policy)
-            with self._lock:
-                self._policies = MappingProxyType(new)
-                for brk in self._breakers.values():
-                    policy = self.policy(brk.name)
-                    if brk.policy != policy:
-                        brk._adopt(policy)
+            _log.debug("ignoring key %r: not a <name>.json policy under %r", key, self._prefix)
+        default = self._service_default(raw.pop(DEFAULT_DOCUMENT, None))
+        relayer = default != self._default
+        old = self._policies
+        new: dict[str, Policy] = {}
+        for name, value in raw.items():
+            if self._raw.get(name) == value and not relayer:
+                if name in old:
+                    new[name] = old[name]
+                continue
+            kept = "the last good policy" if name in old else "the default policy"
+            policy = self._parse(self._prefix + name + _SUFFIX, value, default, kept)
+            if policy is not None:
+                new[name] = policy
+            elif name in old:
+                new[name] = old[name]
+        self._raw = raw
+        if new == old and not relayer:
+            return []
+        for name in old.keys() - new.keys():
+            _log.info("policy %r deleted; breaker uses the default policy", name)
+        for name, policy in new.items():
+            if old.get(name) != policy:
+                _log.info("policy %r is now %s", name, policy.to_dict())
+        with self._lock:
+            self._policies = MappingProxyType(new)
+            self._default = default
+            live = list(self._breakers.values())
+        adopted = []
+        for brk in live:
+            policy = self.policy(brk.name)
+            if brk.policy != policy:
+                brk._adopt(policy, deliver=False)
+                adopted.append(brk)
+        return adopted
+
+    def _service_default(self, value: bytes | None) -> Policy:
+        """Return the default policy for this snapshot's ``_default.json`` (None: deleted)."""
+        if value == self._default_raw:
+            return self._default
+        self._default_raw = value
+        if value is None:
+            _log.info("service default deleted; breakers use the code's default policy")
+            return self._code_default
+        key = self._prefix + DEFAULT_DOCUMENT + _SUFFIX
+        policy = self._parse(key, value, self._code_default, "the last good service default")
+        if policy is None:
+            return self._default
+        _log.info("service default is now %s", policy.to_dict())
+        return policy
+
+    def _parse(self, key: str, value: bytes, base: Policy, kept: str) -> Policy | None:
+        """Return the policy of one document, or None (logged, ``kept`` instead) if invalid."""
+        try:
+            return Policy.from_json(value, base=base, source=key)
+        except PolicyError as exc:
+            self._invalid += 1
+            _log.warning("invalid policy document: %s; keeping %s", exc, kept)
+        except Exception:  # a second line of defence: one document never stops the others
+            self._invalid += 1
+            _log.exception("invalid policy document %s; keeping %s", key, kept)
+        return None
 
     def _notify(self, brk: Breaker, old: State, new: State) -> None:
         service = self._config.service_name
-        _log.log(
+        _state_log.log(
             logging.WARNING if new is State.OPEN else logging.INFO,
             "service %r: breaker %r %s -> %s",
             service,
@@ -252,7 +401,27 @@ class Provider:
                 try:
                     listener(event)
                 except Exception:
-                    _log.exception("state-change listener %r failed", listener)
+                    _state_log.exception("state-change listener %r failed", listener)
+
+    # -- fork -------------------------------------------------------------------------------
+
+    def _fork_acquire(self) -> None:
+        self._update_lock.acquire()
+        self._lock.acquire()
+        for brk in self._breakers.values():
+            brk._lock_for_fork()
+
+    def _fork_release(self) -> None:
+        for brk in self._breakers.values():
+            brk._unlock_after_fork()
+        self._lock.release()
+        self._update_lock.release()
+
+    def _fork_reset(self) -> None:
+        self._update_lock = threading.Lock()
+        self._lock = threading.Lock()
+        for brk in self._breakers.values():
+            brk._reset_after_fork()
 
 
 def new(
@@ -261,6 +430,7 @@ def new(
     coord: Coord,
     default_policy: Policy | None = None,
     clock: Clock = time.monotonic,
+    wall_clock: Clock = time.time,
     strict: bool = False,
 ) -> Provider:
     """Create a Provider: load every policy under ``config.policies_path``, then watch for changes.
@@ -268,17 +438,30 @@ def new(
     The stored policies are in effect when this returns. If the coord cannot be read,
     the provider starts with ``default_policy`` and the watch applies the policies as
     soon as it can, unless ``strict`` asks for `CoordError` instead. The provider owns
-    ``coord`` and closes it. ``clock`` (monotonic seconds) is injectable for tests.
+    ``coord`` and closes it. ``clock`` (monotonic seconds) and ``wall_clock`` (Unix
+    time, for ``modeUntil``) are injectable for tests.
     """
+    if not isinstance(config, Config):
+        raise TypeError(f"new: config must be a breaker.Config, got {type(config).__name__}")
+    if default_policy is not None and not isinstance(default_policy, Policy):
+        raise TypeError(
+            f"new: default_policy must be a breaker.Policy, got {type(default_policy).__name__}"
+        )
+    if not isinstance(coord, Coord):
+        raise TypeError(f"new: coord must implement breaker.Coord, got {type(coord).__name__}")
     provider = Provider(
         config,
         coord=coord,
         default_policy=default_policy if default_policy is not None else Policy(),
         clock=clock,
+        wall_clock=wall_clock,
     )
     try:
         provider._start(strict=strict)
     except BaseException:
-        provider.close()
+        try:
+            provider.close()
+        except Exception:
+            _log.exception("closing the coord after a failed start failed too")
         raise
     return provider

@@ -1,8 +1,10 @@
-"""Breaker states and state-change events."""
+"""Breaker states, policy modes, state-change events and call statistics."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -18,6 +20,37 @@ class State(str, enum.Enum):
         return self.value
 
 
+class Mode(str, enum.Enum):
+    """Who decides whether calls run: the state machine, or an operator through the policy.
+
+    ``auto``: the state machine decides. ``forced-open``: every call is rejected (a kill
+    switch). ``disabled``: every call runs and the breaker never trips. ``shadow``: the
+    state machine runs and reports as usual, but no call is ever rejected (a dry run).
+    """
+
+    AUTO = "auto"
+    FORCED_OPEN = "forced-open"
+    DISABLED = "disabled"
+    SHADOW = "shadow"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Outcome(str, enum.Enum):
+    """How a call through a breaker ended, as counted in `Stats`."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SLOW = "slow"
+    EXCLUDED = "excluded"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @attrs.frozen
 class StateChange:
     """A breaker moved from one state to another; passed to state-change listeners."""
@@ -26,3 +59,24 @@ class StateChange:
     breaker: str
     old: State
     new: State
+
+
+@attrs.frozen
+class Stats:
+    """What a breaker counted since it was created.
+
+    ``calls`` maps each `Outcome` value to a count; every call has exactly one outcome
+    (``slow`` calls count as failures for the state machine; ``excluded`` errors as
+    successes; ``cancelled`` calls, ended by a BaseException, as neither).
+    ``transitions`` maps ``(old, new)`` state pairs to how often the breaker moved so.
+    """
+
+    calls: Mapping[str, int]
+    transitions: Mapping[tuple[str, str], int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable form, transitions keyed ``"closed->open"``."""
+        return {
+            "calls": dict(self.calls),
+            "transitions": {f"{old}->{new}": n for (old, new), n in self.transitions.items()},
+        }

@@ -44,8 +44,8 @@ async def main() -> None:
 
         healthy = True
         await asyncio.sleep(0.2)
-        async with provider.guard("inventory") as brk:
-            print("trial call inside the guard, breaker", brk.state)
+        async with provider.guard("inventory") as call:
+            print("trial call inside the guard, breaker", call.breaker.state)
         print("breaker:", provider.get_breaker("inventory").state, "| stock:", await stock("sku-1"))
 
 

@@ -8,9 +8,9 @@ import pytest
 import breaker
 from breaker.testing import FakeClock
 
-pytest_plugins = ["breaker.testing.pytest_plugin"]
+from .helpers import PREFIX
 
-PREFIX = "config/dev/checkout/breakers/"
+pytest_plugins = ["breaker.testing.pytest_plugin"]
 
 
 def pytest_report_header() -> str:

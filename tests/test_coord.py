@@ -226,7 +226,7 @@ class TestProviderOnEveryCoord:
                     brk.do(lambda: 1 / 0)
             backend.put(key, json.dumps({"failureThreshold": 5}).encode())
             applied.until(lambda: brk.policy.failure_threshold == 5)
-            assert brk._st.failures == 2  # counts survive the change
+            assert brk.stats().calls["failure"] == 2  # counts survive the change
             backend.delete(key)
             applied.until(lambda: brk.policy == p.default_policy)
             backend.put(key, b'{"failureThreshold": 1}')

@@ -13,15 +13,7 @@ import breaker
 from breaker import BreakerOpenError, MemoryCoord, Policy, State
 from breaker.testing import FakeClock
 
-from .conftest import PREFIX
-
-
-class Boom(Exception):
-    pass
-
-
-class NotFound(Exception):
-    pass
+from .helpers import PREFIX, Boom, NotFound
 
 
 def run(coro: Any) -> Any:
@@ -344,7 +336,7 @@ class TestDefaultProvider:
             raise Boom
 
         assert charge() == "fb"
-        assert provider.get_breaker("payments")._st.failures == 1
+        assert provider.get_breaker("payments").stats().calls["failure"] == 1
 
     def test_clearing_the_default(self, provider: breaker.Provider) -> None:
         @breaker.circuit("payments")
@@ -357,13 +349,13 @@ class TestDefaultProvider:
         breaker.set_default_provider(None)
         with pytest.raises(Boom):
             charge()
-        assert provider.get_breaker("payments")._st.failures == 1
+        assert provider.get_breaker("payments").stats().calls["failure"] == 1
 
 
 class TestGuard:
     def test_with_records_outcomes(self, provider: breaker.Provider) -> None:
-        with provider.guard("payments") as brk:
-            assert brk is provider.get_breaker("payments")
+        with provider.guard("payments") as call:
+            assert call.breaker is provider.get_breaker("payments")
         for _ in range(3):
             with pytest.raises(Boom), provider.guard("payments"):
                 raise Boom
@@ -428,3 +420,127 @@ class TestGuard:
 
         run(main())
         assert brk.state is State.CLOSED
+
+
+class TestFailureIf:
+    def test_a_failed_result_counts_and_is_returned_unchanged(
+        self, provider: breaker.Provider
+    ) -> None:
+        fallbacks = []
+
+        @provider.circuit(
+            "payments",
+            failure_if=lambda status: status >= 500,
+            fallback=lambda exc, code: fallbacks.append(exc) or -1,
+        )
+        def charge(code: int) -> int:
+            return code
+
+        assert [charge(503) for _ in range(3)] == [503, 503, 503]  # the caller has the response
+        assert fallbacks == []  # the fallback is for errors and rejections only
+        assert provider.get_breaker("payments").state is State.OPEN
+        assert charge(200) == -1  # rejected now: the fallback answers
+        assert isinstance(fallbacks[0], BreakerOpenError)
+
+    def test_async_functions_too(self, provider: breaker.Provider) -> None:
+        @provider.circuit("payments", failure_if=lambda status: status >= 500)
+        async def charge(code: int) -> int:
+            return code
+
+        async def main() -> None:
+            assert await charge(200) == 200
+            for _ in range(3):
+                assert await charge(502) == 502
+
+        run(main())
+        assert provider.get_breaker("payments").state is State.OPEN
+
+    def test_a_raising_failure_if_is_logged_and_counts_as_a_failure(
+        self, provider: breaker.Provider, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def judge(result: object) -> bool:
+            raise RuntimeError("judge bug")
+
+        @provider.circuit("payments", failure_if=judge)
+        def charge() -> str:
+            return "ok"
+
+        assert charge() == "ok"
+        assert provider.get_breaker("payments").stats().calls["failure"] == 1
+        assert "failure_if" in caplog.text and "judge bug" in caplog.text
+
+    def test_must_be_callable(self, provider: breaker.Provider) -> None:
+        with pytest.raises(TypeError, match="failure_if"):
+            provider.circuit("payments", failure_if=503)  # type: ignore[arg-type]
+
+
+class TestWrappedFunction:
+    def test_the_users_function_is_untouched_and_reachable(
+        self, provider: breaker.Provider
+    ) -> None:
+        def charge(amount: int) -> int:
+            """Charge a card."""
+            return amount
+
+        before = dict(charge.__dict__)
+        guarded = provider.circuit("payments")(charge)
+        assert charge.__dict__ == before and not hasattr(charge, "__self__")
+        assert inspect.unwrap(guarded) is charge
+        assert inspect.signature(guarded) == inspect.signature(charge)
+        assert guarded.__name__ == "charge" and guarded.__doc__ == "Charge a card."
+        assert guarded(3) == 3
+
+    def test_defaults_closures_and_globals_are_shared(self, provider: breaker.Provider) -> None:
+        seen = []
+
+        def record(value: int = 7, *, tag: str = "t") -> tuple[int, str]:
+            seen.append(value)
+            return value, tag
+
+        guarded = provider.circuit("payments")(record)
+        assert guarded() == (7, "t")
+        assert seen == [7]
+
+    def test_async_functions_stay_coroutine_functions(self, provider: breaker.Provider) -> None:
+        async def fetch() -> int:
+            return 1
+
+        guarded = provider.circuit("payments")(fetch)
+        assert inspect.iscoroutinefunction(guarded)
+        assert inspect.unwrap(guarded) is fetch
+        assert run(guarded()) == 1
+
+
+class TestForgottenAsync:
+    def test_a_plain_def_that_returns_a_coroutine_is_reported_once(
+        self, provider: breaker.Provider, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def downstream() -> str:
+            return "ok"
+
+        @provider.circuit("payments")
+        def charge() -> Any:
+            return downstream()
+
+        for _ in range(3):
+            coro = charge()
+            assert run(coro) == "ok"
+        warnings = [r for r in caplog.records if "returned an awaitable" in r.getMessage()]
+        assert len(warnings) == 1
+        message = warnings[0].getMessage()
+        assert "charge" in message and "async def" in message
+
+
+class TestSetDefaultProvider:
+    def test_it_returns_a_context_manager_that_restores_the_previous_one(
+        self, provider: breaker.Provider, coord: MemoryCoord, clock: FakeClock
+    ) -> None:
+        breaker.set_default_provider(provider)
+        with breaker.new(breaker.Config("s", PREFIX), coord=MemoryCoord(), clock=clock) as other:
+            with breaker.set_default_provider(other):
+                assert breaker.get_default_provider() is other
+            assert breaker.get_default_provider() is provider
+        restore = breaker.set_default_provider(None)
+        assert breaker.get_default_provider() is None
+        restore.restore()
+        assert breaker.get_default_provider() is provider

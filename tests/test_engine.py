@@ -1,36 +1,40 @@
-"""The breaker state machine (the seed's scenarios), its concurrency and its model."""
+"""The breaker state machine: the seed's scenarios, trial slots, what counts, the richer
+failure model (results, slow calls, rates, growing open periods), modes, statistics and
+concurrency."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from breaker import Breaker, BreakerOpenError, ErrBreakerOpen, Policy, State
+from breaker import (
+    Breaker,
+    BreakerOpenError,
+    ErrBreakerOpen,
+    Guard,
+    Mode,
+    Policy,
+    State,
+)
 from breaker.testing import FakeClock, force_state
 
+from .helpers import Abort, Boom, NotFound, fail, ok
 
-class Boom(Exception):
-    pass
-
-
-def ok() -> str:
-    return "ok"
+Notify = Callable[[Breaker, State, State], None]
 
 
-def fail() -> None:
-    raise Boom("downstream failed")
-
-
-def make(clock: FakeClock, **policy: object) -> Breaker:
-    return Breaker("payments", Policy(**policy), clock=clock)  # type: ignore[arg-type]
+def make(clock: FakeClock, notify: Notify | None = None, **policy: object) -> Breaker:
+    extra = {} if notify is None else {"notify": notify}
+    return Breaker("payments", Policy(**policy), clock=clock, wall=clock.wall, **extra)  # type: ignore[arg-type]
 
 
 def trip(brk: Breaker) -> None:
@@ -38,6 +42,15 @@ def trip(brk: Breaker) -> None:
         with pytest.raises(Boom):
             brk.do(fail)
     assert brk.state is State.OPEN
+
+
+def enter(brk: Breaker) -> Guard:
+    """Start a call that stays in flight until `leave` (a guard entered but not left)."""
+    return Guard(brk).__enter__()
+
+
+def leave(call: Guard, exc: BaseException | None = None) -> None:
+    call.__exit__(None if exc is None else type(exc), exc, None)
 
 
 class TestSeedScenarios:
@@ -79,6 +92,7 @@ class TestSeedScenarios:
         assert err.name == "payments"
         assert err.state is State.OPEN
         assert err.retry_after == pytest.approx(18)
+        assert brk.retry_after == pytest.approx(18)
         assert "payments" in str(err) and "18.000s" in str(err)
         assert ErrBreakerOpen is BreakerOpenError
 
@@ -87,6 +101,7 @@ class TestSeedScenarios:
         trip(brk)
         clock.advance(30)
         assert brk.state is State.HALF_OPEN
+        assert brk.retry_after == 0.0
         brk.do(ok)
         assert brk.state is State.HALF_OPEN
         brk.do(ok)
@@ -112,33 +127,64 @@ class TestSeedScenarios:
         brk = make(clock, failure_threshold=1, success_threshold=2, open_state_timeout=5)
         trip(brk)
         clock.advance(5)
-        first, second = brk._admit(), brk._admit()
+        first, second = enter(brk), enter(brk)
+        clock.advance(1)
         with pytest.raises(BreakerOpenError) as info:
             brk.do(ok)
         assert info.value.state is State.HALF_OPEN
-        assert info.value.retry_after == pytest.approx(5)
-        brk._succeeded(first)
+        assert info.value.retry_after == pytest.approx(4)  # when the oldest trial goes stale
+        assert "trial calls are under way" in str(info.value)
+        leave(first)
         # A verdict frees no slot: only success_threshold trials per half-open period.
         with pytest.raises(BreakerOpenError):
             brk.do(ok)
-        brk._succeeded(second)
+        leave(second)
         assert brk.state is State.CLOSED
 
-    def test_trials_that_never_answer_release_their_slots_after_a_timeout(
+
+class TestTrialSlots:
+    def test_a_trial_that_never_answers_gives_up_its_slot_after_a_timeout(
         self, clock: FakeClock
     ) -> None:
         brk = make(clock, failure_threshold=1, success_threshold=1, open_state_timeout=5)
         trip(brk)
         clock.advance(5)
-        stuck = brk._admit()
+        stuck = enter(brk)
         clock.advance(4.9)
         with pytest.raises(BreakerOpenError):
             brk.do(ok)
         clock.advance(0.1)
         brk.do(ok)
         assert brk.state is State.CLOSED
-        brk._succeeded(stuck)  # the stale trial's verdict no longer counts
-        brk._failed(stuck, Boom(), None)
+        leave(stuck, Boom())  # the stale trial's verdict no longer counts
+        assert brk.state is State.CLOSED
+
+    def test_a_young_trial_keeps_its_slot_in_an_old_half_open_period(
+        self, clock: FakeClock
+    ) -> None:
+        """Staleness runs from each trial's admission, not from the start of half-open."""
+        brk = make(clock, failure_threshold=1, success_threshold=1, open_state_timeout=10)
+        trip(brk)
+        clock.advance(10)
+        assert brk.state is State.HALF_OPEN  # a health check read it: half-open began here
+        clock.advance(25)  # sparse traffic: the half-open period is now 25 s old
+        trial = enter(brk)
+        clock.advance(1.5)
+        with pytest.raises(BreakerOpenError) as info:
+            brk.do(ok)  # must not take the slot of a trial admitted 1.5 s ago
+        assert info.value.retry_after == pytest.approx(8.5)
+        leave(trial, Boom())
+        assert brk.state is State.OPEN  # the trial's failure counted
+
+    def test_a_cancelled_trial_frees_its_slot(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1, success_threshold=1, open_state_timeout=5)
+        trip(brk)
+        clock.advance(5)
+        trial = enter(brk)
+        with pytest.raises(BreakerOpenError):
+            brk.do(ok)
+        leave(trial, Abort())
+        brk.do(ok)
         assert brk.state is State.CLOSED
 
 
@@ -147,7 +193,7 @@ class TestWhatCounts:
         brk = make(clock, failure_threshold=2)
         with pytest.raises(Boom):
             brk.do(fail)
-        for exc in (KeyboardInterrupt(), SystemExit(3), GeneratorExit()):
+        for exc in (KeyboardInterrupt(), SystemExit(3), GeneratorExit(), Abort()):
 
             def raise_it(exc: BaseException = exc) -> None:
                 raise exc
@@ -155,21 +201,10 @@ class TestWhatCounts:
             with pytest.raises(type(exc)):
                 brk.do(raise_it)
         assert brk.state is State.CLOSED
-        assert brk._st.failures == 1  # neither reset (success) nor counted (failure)
-
-    def test_base_exception_frees_a_half_open_slot(self, clock: FakeClock) -> None:
-        brk = make(clock, failure_threshold=1, success_threshold=1, open_state_timeout=5)
-        trip(brk)
-        clock.advance(5)
-
-        def interrupted() -> None:
-            raise KeyboardInterrupt
-
-        with pytest.raises(KeyboardInterrupt):
-            brk.do(interrupted)
-        assert brk.state is State.HALF_OPEN
-        brk.do(ok)
-        assert brk.state is State.CLOSED
+        with pytest.raises(Boom):  # the run of failures was neither reset nor extended
+            brk.do(fail)
+        assert brk.state is State.OPEN
+        assert brk.stats().calls["cancelled"] == 4
 
     def test_cancelled_trial_frees_its_slot(self, clock: FakeClock) -> None:
         brk = make(clock, failure_threshold=1, success_threshold=1, open_state_timeout=5)
@@ -197,41 +232,13 @@ class TestWhatCounts:
 
     def test_stale_outcomes_do_not_count(self, clock: FakeClock) -> None:
         brk = make(clock, failure_threshold=1, success_threshold=1, open_state_timeout=5)
-        slow_call = brk._admit()  # admitted while closed
+        slow_call = enter(brk)  # admitted while closed
         trip(brk)
         clock.advance(5)
-        trial = brk._admit()
-        brk._succeeded(slow_call)  # answers late: must not close the half-open breaker
+        trial = enter(brk)
+        leave(slow_call)  # answers late: must not close the half-open breaker
         assert brk.state is State.HALF_OPEN
-        brk._failed(slow_call, Boom(), None)  # nor reopen it
-        assert brk.state is State.HALF_OPEN
-        brk._succeeded(trial)
-        assert brk.state is State.CLOSED
-
-
-class TestAsync:
-    def test_do_async_scenarios(self, clock: FakeClock) -> None:
-        brk = make(clock, failure_threshold=2, open_state_timeout=1)
-
-        async def aok(x: int) -> int:
-            await asyncio.sleep(0)
-            return x * 2
-
-        async def afail() -> None:
-            await asyncio.sleep(0)
-            raise Boom
-
-        async def main() -> None:
-            assert await brk.do_async(aok, 21) == 42
-            for _ in range(2):
-                with pytest.raises(Boom):
-                    await brk.do_async(afail)
-            with pytest.raises(BreakerOpenError):
-                await brk.do_async(aok, 1)
-            clock.advance(1)
-            assert await brk.do_async(aok, 2) == 4
-
-        asyncio.run(main())
+        leave(trial)
         assert brk.state is State.CLOSED
 
 
@@ -250,12 +257,49 @@ class TestPolicyAdoption:
             brk.do(fail)
         assert brk.state is State.OPEN
 
+    def test_a_lower_failure_threshold_trips_on_the_next_failure_not_by_itself(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, failure_threshold=5)
+        for _ in range(3):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        brk._adopt(Policy(failure_threshold=2))
+        assert brk.state is State.CLOSED
+        with pytest.raises(Boom):
+            brk.do(fail)
+        assert brk.state is State.OPEN
+
     def test_a_shorter_timeout_applies_to_the_current_open_period(self, clock: FakeClock) -> None:
         brk = make(clock, failure_threshold=1, open_state_timeout=60)
         trip(brk)
         clock.advance(10)
         brk._adopt(Policy(failure_threshold=1, open_state_timeout=5))
         assert brk.state is State.HALF_OPEN
+
+    def test_lowering_success_threshold_in_half_open_closes_at_once(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1, success_threshold=5, open_state_timeout=5)
+        trip(brk)
+        clock.advance(5)
+        for _ in range(3):
+            brk.do(ok)
+        assert brk.state is State.HALF_OPEN
+        brk._adopt(Policy(failure_threshold=1, success_threshold=2, open_state_timeout=5))
+        assert brk.state is State.CLOSED
+        assert brk.do(ok) == "ok"
+
+    def test_raising_success_threshold_in_half_open_opens_more_slots(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, failure_threshold=1, success_threshold=1, open_state_timeout=5)
+        trip(brk)
+        clock.advance(5)
+        first = enter(brk)
+        brk._adopt(Policy(failure_threshold=1, success_threshold=2, open_state_timeout=5))
+        second = enter(brk)
+        leave(first)
+        leave(second)
+        assert brk.state is State.CLOSED
 
 
 class TestListeners:
@@ -267,9 +311,7 @@ class TestListeners:
             seen.append((old, new, b._lock.acquire(blocking=False)))
             b._lock.release()
 
-        brk = Breaker(
-            "p", Policy(failure_threshold=1, open_state_timeout=1), clock=clock, notify=notify
-        )
+        brk = make(clock, notify, failure_threshold=1, open_state_timeout=1)
         trip(brk)
         clock.advance(1)
         brk.do(ok)
@@ -279,13 +321,29 @@ class TestListeners:
             (State.HALF_OPEN, State.CLOSED, True),
         ]
 
+    def test_a_listener_may_call_back_into_the_breaker(self, clock: FakeClock) -> None:
+        seen: list[tuple[State, State]] = []
+
+        def notify(b: Breaker, old: State, new: State) -> None:
+            seen.append((old, new))
+            if new is State.OPEN and len(seen) == 1:
+                force_state(b, State.CLOSED)  # reported after this listener returns
+            assert b.state in State
+
+        brk = make(clock, notify, failure_threshold=1)
+        trip_once = pytest.raises(Boom)
+        with trip_once:
+            brk.do(fail)
+        assert seen == [(State.CLOSED, State.OPEN), (State.OPEN, State.CLOSED)]
+        assert brk.state is State.CLOSED
+
     def test_a_failing_listener_cannot_hurt_the_call(
         self, clock: FakeClock, caplog: pytest.LogCaptureFixture
     ) -> None:
         def notify(b: Breaker, old: State, new: State) -> None:
             raise RuntimeError("listener bug")
 
-        brk = Breaker("p", Policy(failure_threshold=1), clock=clock, notify=notify)
+        brk = make(clock, notify, failure_threshold=1)
         with pytest.raises(Boom):
             brk.do(fail)
         assert brk.state is State.OPEN
@@ -295,16 +353,53 @@ class TestListeners:
         self, clock: FakeClock, caplog: pytest.LogCaptureFixture
     ) -> None:
         brk = make(clock, failure_threshold=1, open_state_timeout=1)
-        with caplog.at_level(logging.INFO, logger="breaker"):
+        with caplog.at_level(logging.INFO, logger="breaker.state"):
             trip(brk)
             clock.advance(1)
             brk.do(ok)
-        levels = [(r.levelname, r.getMessage()) for r in caplog.records]
-        assert levels == [
-            ("WARNING", "breaker 'payments': closed -> open"),
-            ("INFO", "breaker 'payments': open -> half-open"),
-            ("INFO", "breaker 'payments': half-open -> closed"),
+        assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+            ("breaker.state", "WARNING", "breaker 'payments': closed -> open"),
+            ("breaker.state", "INFO", "breaker 'payments': open -> half-open"),
+            ("breaker.state", "INFO", "breaker 'payments': half-open -> closed"),
         ]
+
+    def test_each_breaker_reports_its_transitions_in_order_under_threads(self) -> None:
+        """16 threads flip one breaker as fast as they can; listeners see a chain."""
+        seen: list[tuple[State, State]] = []
+        gauge: list[State] = [State.CLOSED]
+
+        def notify(b: Breaker, old: State, new: State) -> None:
+            seen.append((old, new))
+            gauge[0] = new  # a gauge kept by a listener
+            time.sleep(0)  # let other threads in while a listener runs
+
+        brk = Breaker(
+            "p",
+            Policy(failure_threshold=1, success_threshold=1, open_state_timeout=1e-9),
+            clock=time.monotonic,
+            notify=notify,
+        )
+        start = threading.Barrier(16)
+
+        def worker(seed: int) -> None:
+            rng = random.Random(seed)
+            start.wait()
+            for _ in range(300):
+                with contextlib.suppress(Boom, BreakerOpenError):
+                    brk.do(fail if rng.random() < 0.5 else ok)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(seen) > 100
+        breaks = [(a, b) for a, b in itertools.pairwise(seen) if a[1] != b[0]]
+        assert breaks == []
+        assert seen[0][0] is State.CLOSED
+        final = brk._st.era.state  # the state as last recorded, without a catch-up
+        assert gauge[0].value == final
+        assert sum(brk.stats().transitions.values()) == len(seen)
 
     def test_force_state(self, clock: FakeClock) -> None:
         brk = make(clock, open_state_timeout=5)
@@ -314,6 +409,350 @@ class TestListeners:
             brk.do(ok)
         force_state(brk, State.CLOSED)
         assert brk.do(ok) == "ok"
+
+
+class TestRetryAfter:
+    def test_retry_after_is_read_where_the_decision_is_made(self) -> None:
+        """A trip between the caller's clock reading and its state reading must not inflate it."""
+        now = [0.0]
+        hook: list[Callable[[], None]] = []
+
+        def clock() -> float:
+            now[0] += 5.0  # every reading is later than the last, as under contention
+            if hook:
+                hook.pop()()  # another thread trips the breaker right now
+            return now[0]
+
+        brk = Breaker("p", Policy(failure_threshold=1, open_state_timeout=60), clock=clock)
+        with pytest.raises(Boom):
+            brk.do(fail)
+        hook.append(lambda: force_state(brk, State.OPEN))
+        with pytest.raises(BreakerOpenError) as info:
+            brk.do(ok)
+        assert 0 < info.value.retry_after <= 60
+
+
+class TestFailureModel:
+    def test_a_failed_result_counts_and_is_still_returned(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=2)
+        for _ in range(2):
+            with Guard(brk) as call:
+                status = 503
+                if status >= 500:
+                    call.record_failure()
+        assert brk.state is State.OPEN
+        assert brk.stats().calls["failure"] == 2
+
+    def test_record_failure_with_async_with(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1)
+
+        async def main() -> None:
+            async with Guard(brk) as call:
+                call.record_failure()
+
+        asyncio.run(main())
+        assert brk.state is State.OPEN
+
+    def test_slow_calls_fail_however_they_end(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=3, slow_call_duration=2)
+
+        def slow(result: object = "ok", exc: BaseException | None = None) -> object:
+            clock.advance(2.5)
+            if exc is not None:
+                raise exc
+            return result
+
+        assert brk.do(slow) == "ok"  # returned, but slow: a failure
+        with pytest.raises(NotFound), Guard(brk, exclude=[NotFound]):
+            slow(exc=NotFound())  # excluded, but slow: a failure
+        with pytest.raises(Abort):
+            brk.do(slow, exc=Abort())  # interrupted, but slow: a failure
+        assert brk.state is State.OPEN
+        assert brk.stats().calls["slow"] == 3
+
+    def test_a_call_just_under_the_slow_duration_is_not_slow(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1, slow_call_duration=2)
+
+        def quick() -> str:
+            clock.advance(2)
+            return "ok"
+
+        assert brk.do(quick) == "ok"
+        assert brk.state is State.CLOSED
+        assert brk.stats().calls["success"] == 1
+
+    def test_an_outer_asyncio_timeout_after_the_slow_duration_is_a_failure(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, failure_threshold=2, slow_call_duration=2)
+
+        async def charge(takes: float) -> None:
+            clock.advance(takes)
+            await asyncio.sleep(3600)  # the downstream hangs
+
+        async def main(takes: float) -> None:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(brk.do_async(charge, takes), 0.01)
+
+        asyncio.run(main(1.0))  # cancelled sooner than the slow duration: neutral
+        assert brk.stats().calls["cancelled"] == 1
+        asyncio.run(main(3.0))
+        asyncio.run(main(3.0))
+        assert brk.state is State.OPEN
+        assert brk.stats().calls["slow"] == 2
+
+    def test_a_failure_rate_trips_where_consecutive_failures_never_reach_the_threshold(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, failure_threshold=5, failure_rate=0.5, minimum_calls=10, rate_window=60)
+        for i in range(9):
+            if i % 2:
+                with pytest.raises(Boom):
+                    brk.do(fail)
+            else:
+                brk.do(ok)
+            clock.advance(1)
+        assert brk.state is State.CLOSED  # 4 of 9: under the minimum of calls
+        with pytest.raises(Boom):
+            brk.do(fail)  # 5 of 10
+        assert brk.state is State.OPEN
+
+    def test_a_success_can_complete_the_minimum_calls_and_trip(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=0, failure_rate=0.5, minimum_calls=4)
+        with pytest.raises(Boom):
+            brk.do(fail)
+        with pytest.raises(Boom):
+            brk.do(fail)
+        brk.do(ok)
+        assert brk.state is State.CLOSED
+        brk.do(ok)  # 2 of 4
+        assert brk.state is State.OPEN
+
+    def test_old_calls_leave_the_window(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=0, failure_rate=0.5, minimum_calls=4, rate_window=10)
+        for _ in range(3):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        clock.advance(11.5)  # beyond the window and its last bucket
+        for _ in range(3):
+            brk.do(ok)
+        with pytest.raises(Boom):
+            brk.do(fail)
+        assert brk.state is State.CLOSED  # 1 of 4: the old failures expired
+
+    def test_excluded_errors_are_not_failures_of_the_rate(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=0, failure_rate=0.5, minimum_calls=4)
+        for _ in range(3):
+            with pytest.raises(NotFound), Guard(brk, exclude=[NotFound]):
+                raise NotFound
+        with pytest.raises(Boom):
+            brk.do(fail)
+        assert brk.state is State.CLOSED
+        assert brk.stats().calls["excluded"] == 3
+
+    def test_the_window_starts_empty_when_the_breaker_closes(self, clock: FakeClock) -> None:
+        brk = make(
+            clock,
+            failure_threshold=0,
+            failure_rate=0.5,
+            minimum_calls=2,
+            open_state_timeout=5,
+        )
+        for _ in range(2):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        assert brk.state is State.OPEN
+        clock.advance(5)
+        brk.do(ok)
+        assert brk.state is State.CLOSED
+        with pytest.raises(Boom):
+            brk.do(fail)  # 1 of 1 in the new window: under the minimum
+        assert brk.state is State.CLOSED
+
+    def test_successes_wait_for_at_most_a_batch_before_the_window_counts_them(
+        self, clock: FakeClock
+    ) -> None:
+        """At a high call rate successes are stamped in batches (fewer clock readings)."""
+        brk = make(clock, failure_threshold=0, failure_rate=0.5, minimum_calls=1, rate_window=10)
+        for _ in range(1000):
+            brk.do(ok)  # all at one instant: the batch grows to its cap
+        clock.advance(30)  # the window has moved on
+        with pytest.raises(Boom):
+            brk.do(fail)
+        window = brk._window
+        assert window is not None
+        assert window.failures == 1
+        assert window.calls - 1 < Breaker._TICK_MAX  # at most a batch counted late
+        assert brk.stats().calls["success"] == 1000
+
+    def test_open_periods_grow_after_failed_trials_up_to_a_cap(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1, open_state_timeout=10, max_open_state_timeout=35)
+        trip(brk)
+        periods = []
+        for _ in range(4):
+            periods.append(brk.retry_after)
+            clock.advance(brk.retry_after)
+            with pytest.raises(Boom):
+                brk.do(fail)  # the trial fails
+        periods.append(brk.retry_after)
+        assert periods == [10, 20, 35, 35, 35]
+        clock.advance(35)
+        brk.do(ok)
+        assert brk.state is State.CLOSED
+        trip(brk)
+        assert brk.retry_after == 10  # closing reset it
+
+    def test_the_rate_rule_costs_no_lock_while_closed_with_nothing_counted(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, failure_rate=0.5)
+        brk.do(ok)
+        assert brk._fast is brk._st.era
+
+
+class TestModes:
+    def test_forced_open_rejects_every_call_until_mode_until(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        until = clock.datetime() + timedelta(minutes=10)
+        brk = make(clock, mode="forced-open", mode_until=until)
+        assert brk.state is State.OPEN and brk.mode is Mode.FORCED_OPEN
+        ran = []
+        with pytest.raises(BreakerOpenError) as info:
+            brk.do(lambda: ran.append(1))
+        assert ran == []
+        assert info.value.retry_after == pytest.approx(600)
+        assert "forced open" in str(info.value)
+        clock.advance(599)
+        with pytest.raises(BreakerOpenError):
+            brk.do(ok)
+        clock.advance(1)
+        with caplog.at_level(logging.INFO, logger="breaker.state"):
+            assert brk.mode is Mode.AUTO  # expired by itself, with no write
+            assert brk.state is State.HALF_OPEN  # trial calls decide
+        assert "mode forced-open expired" in caplog.text
+        brk.do(ok)
+        assert brk.state is State.CLOSED
+
+    def test_forced_open_without_an_expiry_reports_the_open_state_timeout(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, mode="forced-open", open_state_timeout=30)
+        clock.advance(3600)
+        with pytest.raises(BreakerOpenError) as info:
+            brk.do(ok)
+        assert info.value.retry_after == 30
+
+    def test_a_mode_until_in_the_past_means_auto(self, clock: FakeClock) -> None:
+        brk = make(clock, mode="forced-open", mode_until=clock.datetime() - timedelta(seconds=1))
+        assert brk.mode is Mode.AUTO
+        assert brk.do(ok) == "ok"
+
+    def test_disabled_runs_every_call_and_never_trips(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1, mode="disabled")
+        for _ in range(5):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        assert brk.state is State.CLOSED
+        assert brk.stats().calls["failure"] == 5
+        brk._adopt(Policy(failure_threshold=1))
+        assert brk.state is State.CLOSED  # nothing was counted while disabled
+        with pytest.raises(Boom):
+            brk.do(fail)
+        assert brk.state is State.OPEN
+
+    def test_disabling_an_open_breaker_closes_it(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1)
+        trip(brk)
+        brk._adopt(Policy(failure_threshold=1, mode="disabled"))
+        assert brk.state is State.CLOSED
+        assert brk.do(ok) == "ok"
+
+    def test_shadow_reports_what_it_would_do_but_never_rejects(self, clock: FakeClock) -> None:
+        seen: list[tuple[State, State]] = []
+        brk = make(
+            clock,
+            lambda b, o, n: seen.append((o, n)),
+            failure_threshold=2,
+            success_threshold=1,
+            open_state_timeout=5,
+            mode="shadow",
+        )
+        for _ in range(2):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        assert brk.state is State.OPEN
+        assert brk.do(ok) == "ok"  # would have been rejected: runs, uncounted
+        with pytest.raises(Boom):
+            brk.do(fail)  # so does this, and it changes nothing
+        assert brk.state is State.OPEN
+        clock.advance(5)
+        brk.do(ok)  # a real trial
+        assert brk.state is State.CLOSED
+        assert seen == [
+            (State.CLOSED, State.OPEN),
+            (State.OPEN, State.HALF_OPEN),
+            (State.HALF_OPEN, State.CLOSED),
+        ]
+        assert brk.stats().calls == {
+            "success": 1,
+            "failure": 2,
+            "slow": 0,
+            "excluded": 0,
+            "rejected": 2,
+            "cancelled": 0,
+        }
+
+    def test_shadow_to_auto_keeps_the_state_and_enforces_it(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=1, mode="shadow")
+        with pytest.raises(Boom):
+            brk.do(fail)
+        brk._adopt(Policy(failure_threshold=1))
+        with pytest.raises(BreakerOpenError):
+            brk.do(ok)
+
+
+class TestStats:
+    def test_every_outcome_is_counted_once(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=2, open_state_timeout=1)
+        brk.do(ok)
+        with pytest.raises(NotFound), Guard(brk, exclude=[NotFound]):
+            raise NotFound
+        with pytest.raises(Abort), Guard(brk):
+            raise Abort
+        for _ in range(2):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        with pytest.raises(BreakerOpenError):
+            brk.do(ok)
+        stats = brk.stats()
+        assert stats.calls == {
+            "success": 1,
+            "failure": 2,
+            "slow": 0,
+            "excluded": 1,
+            "rejected": 1,
+            "cancelled": 1,
+        }
+        assert stats.transitions == {("closed", "open"): 1}
+        assert stats.to_dict() == {"calls": stats.calls, "transitions": {"closed->open": 1}}
+
+    def test_lock_free_counters_are_exact_under_threads(self) -> None:
+        brk = Breaker("p", Policy(), clock=time.monotonic)
+        n, calls = 8, 5000
+        start = threading.Barrier(n)
+
+        def worker() -> None:
+            start.wait()
+            for _ in range(calls):
+                brk.do(ok)
+
+        threads = [threading.Thread(target=worker) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert brk.stats().calls["success"] == n * calls
 
 
 class TestNoSerialization:
@@ -336,23 +775,17 @@ class TestNoSerialization:
             t.join(15)
         assert not inside.broken
 
-    def test_sixteen_threads_take_about_as_long_as_one(self) -> None:
-        brk = Breaker("p", Policy(), clock=time.monotonic)
-        n, calls, pause = 16, 5, 0.05
-
-        def worker() -> None:
-            for _ in range(calls):
-                brk.do(time.sleep, pause)
-
-        threads = [threading.Thread(target=worker) for _ in range(n)]
-        start = time.perf_counter()
+    def test_threads_overlap_with_every_rule_on(self) -> None:
+        policy = Policy(slow_call_duration=60, failure_rate=0.9, max_open_state_timeout=600)
+        brk = Breaker("p", policy, clock=time.monotonic)
+        n = 16
+        inside = threading.Barrier(n, timeout=10)
+        threads = [threading.Thread(target=brk.do, args=(inside.wait,)) for _ in range(n)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-        # Serialized, this would take n * calls * pause = 4 s; concurrent, 0.25 s.
-        assert elapsed < calls * pause * 4
+            t.join(15)
+        assert not inside.broken
 
     def test_event_loop_is_never_blocked_by_another_call(self) -> None:
         brk = Breaker("p", Policy(), clock=time.monotonic)
@@ -414,120 +847,6 @@ class TestHalfOpenUnderConcurrency:
         assert brk.state is State.CLOSED
 
 
-class BreakerModel(RuleBasedStateMachine):
-    """The engine against a small reference model of the seed's state machine."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.clock = FakeClock()
-        self.policy = Policy(failure_threshold=3, success_threshold=2, open_state_timeout=10)
-        self.brk = Breaker("m", self.policy, clock=self.clock)
-        self.state = "closed"
-        self.failures = 0
-        self.successes = 0
-        self.opened = 0.0
-        self.entered = 0.0
-        self.admitted = 0
-        self.in_flight: list[tuple[object, int]] = []  # (era token, model epoch)
-        self.epoch = 0
-
-    def _model_tick(self) -> None:
-        if self.state == "open" and self.clock() - self.opened >= self.policy.open_state_timeout:
-            self._enter("half-open")
-
-    def _enter(self, state: str) -> None:
-        self.state = state
-        self.entered = self.clock()
-        self.epoch += 1
-        self.successes = 0
-        self.admitted = 0
-        if state == "closed":
-            self.failures = 0
-        if state == "open":
-            self.opened = self.clock()
-
-    @rule(seconds=st.sampled_from([0.5, 3, 9.99, 10, 25]))
-    def advance(self, seconds: float) -> None:
-        self.clock.advance(seconds)
-
-    @rule()
-    def admit(self) -> None:
-        self._model_tick()
-        if (
-            self.state == "half-open"
-            and self.admitted >= self.policy.success_threshold
-            and self.clock() - self.entered >= self.policy.open_state_timeout
-        ):
-            self._enter("half-open")  # unanswered trials give up their slots
-        expect_admitted = self.state == "closed" or (
-            self.state == "half-open" and self.admitted < self.policy.success_threshold
-        )
-        try:
-            token = self.brk._admit()
-        except BreakerOpenError as exc:
-            assert not expect_admitted
-            assert exc.state.value == self.state
-            return
-        assert expect_admitted
-        if self.state == "half-open":
-            self.admitted += 1
-        self.in_flight.append((token, self.epoch))
-
-    @precondition(lambda self: self.in_flight)
-    @rule(data=st.data(), outcome=st.sampled_from(["success", "failure", "abort", "excluded"]))
-    def finish(self, data: st.DataObject, outcome: str) -> None:
-        index = data.draw(st.integers(0, len(self.in_flight) - 1))
-        token, epoch = self.in_flight.pop(index)
-        current = epoch == self.epoch
-        if outcome in ("success", "excluded"):
-            if outcome == "success":
-                self.brk._succeeded(token)  # type: ignore[arg-type]
-            else:
-                from breaker._engine import exclusions
-
-                self.brk._failed(token, Boom(), exclusions([Boom]))  # type: ignore[arg-type]
-            if current and self.state == "closed":
-                self.failures = 0
-            elif current and self.state == "half-open":
-                self.successes += 1
-                if self.successes >= self.policy.success_threshold:
-                    self._enter("closed")
-        elif outcome == "failure":
-            self.brk._failed(token, Boom(), None)  # type: ignore[arg-type]
-            if current and self.state == "closed":
-                self.failures += 1
-                if self.failures >= self.policy.failure_threshold:
-                    self._enter("open")
-            elif current and self.state == "half-open":
-                self._enter("open")
-        else:
-            self.brk._aborted(token)  # type: ignore[arg-type]
-            if current and self.state == "half-open":
-                self.admitted -= 1
-
-    @rule(
-        failure=st.integers(1, 5),
-        success=st.integers(1, 4),
-        timeout=st.sampled_from([5.0, 10.0, 20.0]),
-    )
-    def change_policy(self, failure: int, success: int, timeout: float) -> None:
-        self.policy = Policy(
-            failure_threshold=failure, success_threshold=success, open_state_timeout=timeout
-        )
-        self.brk._adopt(self.policy)
-
-    @invariant()
-    def same_state(self) -> None:
-        self._model_tick()
-        assert self.brk.state.value == self.state
-        if self.state == "closed":
-            assert self.brk._st.failures == self.failures
-
-
-TestBreakerModel = BreakerModel.TestCase
-TestBreakerModel.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
-
-
 def test_repr_names_state_and_policy(clock: FakeClock) -> None:
     text = repr(make(clock))
     assert "payments" in text and "closed" in text and "failure_threshold=5" in text
@@ -541,6 +860,3 @@ def test_no_pybreaker_in_errors(clock: FakeClock) -> None:
         brk.do(ok)
     assert type(info.value).__module__.startswith("breaker")
     assert info.value.__cause__ is None and info.value.__context__ is None
-
-
-_unused: Callable[..., object] = ok

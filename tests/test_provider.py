@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
+import weakref
 
 import pytest
 
@@ -12,15 +14,7 @@ import breaker
 from breaker import BreakerOpenError, Config, MemoryCoord, Policy, State, StateChange
 from breaker.testing import FakeClock
 
-from .conftest import PREFIX
-
-
-class Boom(Exception):
-    pass
-
-
-def fail() -> None:
-    raise Boom
+from .helpers import PREFIX, Boom, fail
 
 
 def put(coord: MemoryCoord, name: str, **doc: object) -> None:
@@ -313,3 +307,223 @@ class TestLifecycle:
 
     def test_repr(self, provider: breaker.Provider) -> None:
         assert "checkout" in repr(provider) and PREFIX in repr(provider)
+
+
+class TestConfigAndArguments:
+    @pytest.mark.parametrize(
+        "path", ["/config/../other/", "config/./x/", "..", "a/b/..", "./breakers/"]
+    )
+    def test_dot_segments_are_refused(self, path: str) -> None:
+        with pytest.raises(ValueError, match=r"'\.' or '\.\.' segment"):
+            Config("checkout", path)
+
+    def test_a_default_policy_must_be_a_policy(self, coord: MemoryCoord) -> None:
+        with pytest.raises(TypeError, match=r"default_policy must be a breaker\.Policy, got dict"):
+            breaker.new(
+                Config("s", PREFIX),
+                coord=coord,
+                default_policy={"failureThreshold": 2},  # type: ignore[arg-type]
+            )
+
+    def test_config_and_coord_are_checked(self, coord: MemoryCoord) -> None:
+        with pytest.raises(TypeError, match="config"):
+            breaker.new({"service_name": "s"}, coord=coord)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="coord"):
+            breaker.new(Config("s", PREFIX), coord=object())  # type: ignore[arg-type]
+
+    def test_a_failing_close_does_not_hide_why_new_failed(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Broken(MemoryCoord):
+            def load(self, prefix: str) -> breaker.coord.Snapshot:
+                raise breaker.CoordError("consul is down")
+
+            def close(self) -> None:
+                raise RuntimeError("close failed too")
+
+        with pytest.raises(breaker.CoordError, match="consul is down"):
+            breaker.new(Config("s", PREFIX), coord=Broken(), strict=True)
+        assert "close failed too" in caplog.text
+
+
+class TestHostileDocuments:
+    @pytest.mark.parametrize(
+        "doc",
+        [
+            '{"openStateTimeout": 1e300}',
+            '{"failureThreshold": 1' + "0" * 400 + "}",
+            '{"openStateTimeout": 1' + "0" * 5000 + "}",
+            b'\xef\xbb\xbf{"failureThreshold": 2}',
+            '{"failureThreshold": 2}'.encode("utf-16"),
+        ],
+    )
+    def test_one_bad_document_never_stops_the_others(
+        self, clock: FakeClock, doc: str | bytes, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        coord = MemoryCoord(
+            {PREFIX + "evil.json": doc, PREFIX + "good.json": '{"failureThreshold": 2}'}
+        )
+        with breaker.new(Config("s", PREFIX), coord=coord, clock=clock) as provider:
+            assert provider.policy("good").failure_threshold == 2
+            put(coord, "good", failureThreshold=3)
+            assert provider.policy("good").failure_threshold == 3
+            assert provider.policy("evil") == provider.default_policy
+            assert provider.invalid_documents == 1
+        assert f"{PREFIX}evil.json" in caplog.text
+
+    def test_any_error_while_parsing_is_logged_with_its_key_and_contained(
+        self,
+        provider: breaker.Provider,
+        coord: MemoryCoord,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        put(coord, "evil", failureThreshold=4)
+        real = Policy.from_json
+
+        def from_json(text: str | bytes, **kwargs: object) -> Policy:
+            if "evil" in str(kwargs.get("source")):
+                raise MemoryError("a bug we did not foresee")
+            return real(text, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Policy, "from_json", from_json)
+        coord.put_many(
+            {PREFIX + "evil.json": '{"failureThreshold": 5}', PREFIX + "good.json": "{}"}
+        )
+        assert provider.policy("evil").failure_threshold == 4  # the last good one
+        assert "good" in provider.policies
+        assert f"{PREFIX}evil.json" in caplog.text and "a bug we did not foresee" in caplog.text
+
+
+class TestServiceDefault:
+    def test_breakers_without_a_document_use_it_and_documents_layer_on_it(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
+        live = provider.get_breaker("inventory")
+        put(coord, "payments", successThreshold=5)
+        put(coord, "_default", failureThreshold=9, slowCallDuration="2s")
+        assert live.policy.failure_threshold == 9  # adopted at once
+        assert provider.policy("search").slow_call_duration == 2
+        payments = provider.policy("payments")
+        assert (payments.failure_threshold, payments.success_threshold) == (9, 5)
+        assert payments.open_state_timeout == 10  # from the code's default_policy
+        assert "_default" not in provider.policies
+        assert provider.default_policy.failure_threshold == 9
+
+    def test_deleting_it_reverts_to_the_code_default(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
+        live = provider.get_breaker("inventory")
+        put(coord, "_default", failureThreshold=9)
+        coord.delete(PREFIX + "_default.json")
+        assert live.policy.failure_threshold == 3
+        assert provider.policy("payments").failure_threshold == 3
+
+    def test_an_invalid_service_default_keeps_the_last_good_one(
+        self, provider: breaker.Provider, coord: MemoryCoord, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        put(coord, "_default", failureThreshold=9)
+        coord.put(PREFIX + "_default.json", '{"failureThreshold": -9}')
+        assert provider.policy("payments").failure_threshold == 9
+        assert "keeping the last good service default" in caplog.text
+
+    def test_a_document_that_conflicts_with_a_new_default_keeps_its_last_good_policy(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
+        put(coord, "payments", maxOpenStateTimeout="20s")  # fine over a 10 s timeout
+        put(coord, "_default", openStateTimeout="1m")  # now shorter than the timeout
+        assert provider.policy("payments").max_open_state_timeout == 20
+        assert provider.policy("payments").open_state_timeout == 10
+
+
+class TestStatus:
+    def test_status_is_json_for_a_health_endpoint(
+        self, provider: breaker.Provider, coord: MemoryCoord, clock: FakeClock
+    ) -> None:
+        put(coord, "payments", failureThreshold=1)
+        brk = provider.get_breaker("payments")
+        with pytest.raises(Boom):
+            brk.do(fail)
+        provider.get_breaker("inventory").do(lambda: None)
+        status = json.loads(json.dumps(provider.status()))
+        assert status["service"] == "checkout"
+        assert status["coord"]["up"] is True and status["coord"]["last_error"] is None
+        assert status["coord"]["last_sync"].endswith("Z")
+        assert status["invalid_documents"] == 0
+        payments = status["breakers"]["payments"]
+        assert payments["state"] == "open" and payments["mode"] == "auto"
+        assert payments["policy"]["failureThreshold"] == 1
+        assert payments["retry_after"] == 10
+        assert payments["stats"]["calls"]["failure"] == 1
+        assert payments["stats"]["transitions"] == {"closed->open": 1}
+        assert status["breakers"]["inventory"]["stats"]["calls"]["success"] == 1
+
+    def test_breakers_returns_a_snapshot_by_name(self, provider: breaker.Provider) -> None:
+        brk = provider.get_breaker("a")
+        snapshot = provider.breakers()
+        provider.get_breaker("b")
+        assert dict(snapshot) == {"a": brk}
+        assert sorted(provider.breakers()) == ["a", "b"]
+
+
+class TestAdoptionCallbacks:
+    def test_a_listener_may_call_the_provider_while_a_policy_is_applied(
+        self, provider: breaker.Provider, coord: MemoryCoord, clock: FakeClock
+    ) -> None:
+        put(coord, "payments", failureThreshold=1, successThreshold=3)
+        brk = provider.get_breaker("payments")
+        with pytest.raises(Boom):
+            brk.do(fail)
+        clock.advance(10)
+        brk.do(lambda: None)  # 1 of 3 trial successes
+        seen = []
+
+        def listener(event: StateChange) -> None:
+            seen.append((event.breaker, event.new))
+            provider.get_breaker("created-by-a-listener")  # takes the provider's lock
+            provider.status()
+            put(coord, "other", failureThreshold=2)  # applies a snapshot from inside one
+
+        provider.add_listener(listener)
+        put(coord, "payments", failureThreshold=1, successThreshold=1)  # closes it at once
+        assert seen == [("payments", State.CLOSED)]
+        assert provider.policy("other").failure_threshold == 2
+
+
+class TestUnclosed:
+    def test_an_unclosed_provider_warns_when_collected_and_its_coord_closes(
+        self, clock: FakeClock
+    ) -> None:
+        closed = threading.Event()
+
+        class Coord(MemoryCoord):
+            def close(self) -> None:
+                super().close()
+                closed.set()
+
+        provider = breaker.new(Config("s", PREFIX), coord=Coord(), clock=clock)
+        provider.get_breaker("payments").do(lambda: None)
+        ref = weakref.ref(provider)
+        with pytest.warns(ResourceWarning, match="'s' was never closed"):
+            del provider
+            gc.collect()
+        assert ref() is None
+        assert closed.wait(5)
+
+    def test_a_closed_provider_is_collected_quietly(self, clock: FakeClock) -> None:
+        provider = breaker.new(Config("s", PREFIX), coord=MemoryCoord(), clock=clock)
+        provider.close()
+        ref = weakref.ref(provider)
+        del provider
+        gc.collect()  # filterwarnings=error: a ResourceWarning here would fail the test
+        assert ref() is None
+
+    def test_the_watch_does_not_keep_the_provider_alive(self, clock: FakeClock) -> None:
+        coord = MemoryCoord()
+        provider = breaker.new(Config("s", PREFIX), coord=coord, clock=clock)
+        ref = weakref.ref(provider)
+        with pytest.warns(ResourceWarning):
+            del provider
+            gc.collect()
+        assert ref() is None
+        coord.put(PREFIX + "payments.json", "{}")  # nobody to deliver to, nothing breaks

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from breaker import _fork
 from breaker.coord._base import CoordHealth, OnChange, Snapshot, Watch
 
 _log = logging.getLogger("breaker")
@@ -44,13 +45,20 @@ class MemoryCoord:
         self._watches: list[_MemoryWatch] = []
         for key, value in (data or {}).items():
             self._data[_key(key)] = _bytes(value)
+        _fork.register(self, _fork.COORD)
 
     def put(self, key: str, value: bytes | str) -> None:
         """Store ``value`` (str is UTF-8 encoded) at ``key`` and notify watchers of its prefix."""
-        key = _key(key)
+        self.put_many({key: value})
+
+    def put_many(self, items: Mapping[str, bytes | str]) -> None:
+        """Store several keys at once; watchers see them all in one snapshot (a transaction)."""
         with self._lock:
-            self._data[key] = _bytes(value)
-            self._deliver([key])
+            keys = []
+            for key, value in items.items():
+                keys.append(_key(key))
+                self._data[keys[-1]] = _bytes(value)
+            self._deliver(keys)
 
     def delete(self, key: str, *, recurse: bool = False) -> None:
         """Remove ``key`` (or every key under it, with ``recurse``) and notify watchers."""
@@ -85,6 +93,16 @@ class MemoryCoord:
         """Stop every watch."""
         with self._lock:
             self._watches.clear()
+        _fork.unregister(self)
+
+    def _fork_acquire(self) -> None:
+        self._lock.acquire()
+
+    def _fork_release(self) -> None:
+        self._lock.release()
+
+    def _fork_reset(self) -> None:
+        self._lock = threading.RLock()
 
     def _deliver(self, keys: list[str]) -> None:
         for watch in list(self._watches):

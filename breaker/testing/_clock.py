@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime, timezone
+
+_WALL_START = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
 
 
 class FakeClock:
-    """A monotonic clock that only moves when `advance` is called; pass it as ``new(clock=...)``."""
+    """A monotonic clock that only moves when `advance` is called; pass it as ``new(clock=...)``.
 
-    def __init__(self, start: float = 1000.0) -> None:
+    `wall` is a matching wall clock (Unix time, starting at 2026-01-01T00:00:00Z), for
+    ``new(wall_clock=clock.wall)``, so a policy's ``modeUntil`` expires on this clock too.
+    """
+
+    def __init__(self, start: float = 1000.0, *, wall_start: float = _WALL_START) -> None:
+        self._start = start
         self._now = start
+        self._wall_start = wall_start
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
         return self._now
+
+    def wall(self) -> float:
+        """Return the wall-clock time (Unix seconds) that goes with the current reading."""
+        return self._wall_start + (self._now - self._start)
+
+    def datetime(self) -> datetime:
+        """Return `wall` as an aware UTC datetime (handy for ``modeUntil``)."""
+        return datetime.fromtimestamp(self.wall(), timezone.utc)
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``."""
