@@ -1,0 +1,39 @@
+"""A small HTTP server that speaks Consul's KV API, with hooks to inject faults.
+
+No Consul binary can be installed where this project is tested, so the tests and the demo talk
+to this server instead. It follows what Consul documents and, where the documentation is
+silent, what the agent's source does (``agent/http.go``, ``agent/kvs_endpoint.go``,
+``agent/consul/kvs_endpoint.go``, ``agent/consul/state/kvs.go``, ``agent/blockingquery``).
+The parts, each a module:
+
+``_server``  `ConsulServer`: lifecycle, operator helpers, fault hooks.
+``_store``   keys, tombstones, the index rules, blocking queries.
+``_kv``      the ``/v1/kv/`` endpoint: parameters and the ``KVS.*`` RPCs.
+``_acl``     tokens and ``key_prefix`` rules.
+``_faults``  error answers and hangs.
+``_agent``   the HTTP stack around endpoints: ServeMux, ``wrap``.
+``_http``    the wire: a threaded HTTP/1.1 server whose connections can be cut.
+``_go``      what Go's standard library does with paths, parameters, JSON and quoting.
+
+What it serves: ``GET /v1/kv/<key>`` with ``recurse``, ``keys``/``separator``, ``raw``,
+``index``/``wait`` blocking queries (``wait`` clamped to ``max_query_time``, default
+``default_query_time``, plus up to ``wait/16`` of jitter); ``PUT`` with ``cas`` and ``flags``
+and the 512 KiB value limit; ``DELETE`` with ``recurse`` and ``cas``; ``/v1/status/leader``
+and ``/peers``. Reads carry ``X-Consul-Index``/``-KnownLeader``/``-LastContact``, 404s
+included; writes and errors carry none. Keys are taken from the percent-decoded path, as
+Go's ``URL.Path`` is: ``a%2Fb`` and ``a/b`` name the same key. Path cleaning looks at the
+path as sent (still escaped), as Go's ServeMux does since Go 1.22, so ``a%2F%2Fb`` is not
+redirected while ``a//b`` is.
+"""
+
+from breaker.testing._server._acl import ANONYMOUS_ACCESSOR_ID, ACLRule
+from breaker.testing._server._http import RecordedRequest
+from breaker.testing._server._server import MAX_VALUE_SIZE, ConsulServer
+
+__all__ = [
+    "ANONYMOUS_ACCESSOR_ID",
+    "MAX_VALUE_SIZE",
+    "ACLRule",
+    "ConsulServer",
+    "RecordedRequest",
+]

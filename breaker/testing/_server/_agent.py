@@ -1,0 +1,130 @@
+"""The agent's HTTP stack: what happens to a request before and around an endpoint.
+
+In Consul's order (``agent/http.go``):
+
+1. Go's ServeMux: a path with ``//``, ``.`` or ``..`` segments is redirected (301) to its
+   clean form, ``/v1/kv`` to ``/v1/kv/``; paths no endpoint claims go to the index
+   handler (the UI notice, or a 404 naming the problem);
+2. every endpoint is wrapped in ``wrap``, which sets ``Vary: Accept-Encoding`` and
+   ``X-Consul-Default-ACL-Policy`` and writes an endpoint's error as plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import parse_qsl, unquote
+
+from breaker.testing._server import _go as go
+from breaker.testing._server._acl import ACLs
+from breaker.testing._server._faults import Faults
+from breaker.testing._server._http import TEXT, HTTPError, RecordedRequest, Reply, Request
+from breaker.testing._server._kv import KV_PREFIX, KVEndpoint, meta_headers
+from breaker.testing._server._store import Store
+
+_UI_DISABLED = (
+    "Consul Agent: UI disabled. To enable, set ui_config.enabled=true "
+    "in the agent configuration and restart."
+)
+_NOT_API = (
+    "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'\n"
+)
+_NOT_ENDPOINT = "Invalid URL path: not a recognized HTTP API endpoint\n"
+_STATUS = ("/v1/status/leader", "/v1/status/peers")
+
+
+class Agent:
+    """Answer requests as a Consul agent's HTTP server does, and record them."""
+
+    def __init__(self, store: Store, faults: Faults, acls: ACLs, kv: KVEndpoint, host: str) -> None:
+        self._store = store
+        self._faults = faults
+        self._acls = acls
+        self._kv = kv
+        self._cond = store.cond
+        self._host = host
+        self.epoch = 0
+        self.log: list[RecordedRequest] = []
+
+    def cancelled(self, epoch: int) -> Callable[[], bool]:
+        """Return a test of whether the server that took a request has stopped since."""
+        return lambda: self.epoch != epoch
+
+    def handle(self, request: Request) -> Reply:
+        """Answer ``request``, or raise `Dropped` to leave it unanswered."""
+        with self._cond:
+            self.log.append(
+                RecordedRequest(
+                    request.method,
+                    request.raw_path,
+                    go.Values(parse_qsl(request.raw_query, keep_blank_values=True)).first_values(),
+                    request.headers,
+                    request.body,
+                    request.time,
+                )
+            )
+        self._faults.hold_if_hanging(self.cancelled(request.epoch))
+        failure = self._faults.take_failure()
+        if failure is not None:
+            body = failure.message.encode("utf-8")
+            meta = meta_headers(self._store.table_index)
+            return Reply(failure.status, body, TEXT if body else None, [*meta, *failure.headers])
+        if go.has_bad_escape(request.raw_path):
+            return Reply(400, b"400 Bad Request", TEXT, close=True)
+        path = unquote(request.raw_path)
+        cleaned = go.clean_path(request.raw_path)
+        if cleaned != request.raw_path:
+            return _redirect(request.method, cleaned, request.raw_query)
+        if path == KV_PREFIX.rstrip("/"):
+            return _redirect(request.method, KV_PREFIX, request.raw_query)
+        if path.startswith(KV_PREFIX):
+            return self._wrap(request, lambda params: self._serve_kv(request, path, params))
+        if path in _STATUS:
+            return self._wrap(request, lambda params: self._serve_status(request, path))
+        if path == "/":
+            return Reply(200, _UI_DISABLED.encode(), TEXT)
+        return Reply(404, (_NOT_ENDPOINT if "/v1/" in path else _NOT_API).encode(), TEXT)
+
+    def _wrap(self, request: Request, endpoint: Callable[[go.Values], Reply]) -> Reply:
+        common = [
+            ("Vary", "Accept-Encoding"),
+            ("X-Consul-Default-Acl-Policy", self._acls.default_policy),
+        ]
+        params = go.Values(parse_qsl(request.raw_query, keep_blank_values=True))
+        try:
+            reply = endpoint(params)
+        except HTTPError as exc:
+            body = exc.message.encode("utf-8")
+            reply = Reply(exc.status, body, TEXT if body else None, list(exc.headers))
+        reply.headers[:0] = common
+        return reply
+
+    def _serve_kv(self, request: Request, path: str, params: go.Values) -> Reply:
+        return self._kv.serve(
+            request.method,
+            path[len(KV_PREFIX) :],
+            params,
+            request.headers,
+            request.body,
+            self.cancelled(request.epoch),
+        )
+
+    def _serve_status(self, request: Request, path: str) -> Reply:
+        allow = "OPTIONS,GET"
+        if request.method == "OPTIONS":
+            return Reply(200, headers=[("Allow", allow)])
+        if request.method != "GET":
+            raise HTTPError(405, f"method {request.method} not allowed", (("Allow", allow),))
+        leader = f"{self._host}:8300"
+        payload: object = leader if path.endswith("leader") else [leader]
+        return Reply(200, go.to_json(payload), "application/json")
+
+
+def _redirect(method: str, path: str, raw_query: str) -> Reply:
+    """Answer as Go's ServeMux does for a path it would clean: 301 to the clean path."""
+    location = path + ("?" + raw_query if raw_query else "")
+    if method in ("GET", "HEAD"):
+        escaped = location.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        escaped = escaped.replace('"', "&#34;").replace("'", "&#39;")
+        body = f'<a href="{escaped}">Moved Permanently</a>.\n\n'.encode()
+        return Reply(301, body, "text/html; charset=utf-8", [("Location", location)])
+    return Reply(301, headers=[("Location", location)])

@@ -1,0 +1,122 @@
+"""What Go's standard library does with the bytes a Consul agent receives and sends.
+
+Consul is a Go program: how a path is cleaned, how query parameters are read, how JSON and
+quoted strings look, all come from ``net/url``, ``net/http``, ``strconv`` and
+``encoding/json``. Each helper here follows one of those functions, named in its docstring.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from urllib.parse import quote_plus
+
+_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+_DIGITS = frozenset("0123456789")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def quote(text: str) -> str:
+    """Quote ``text`` the way Go's ``%q`` does, so error messages read like Consul's."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def parse_uint(text: str) -> int:
+    """Parse a uint64 as ``strconv.ParseUint(text, 10, 64)``; raise ValueError with its text."""
+    if not text or any(char not in _DIGITS for char in text):
+        raise ValueError(f"strconv.ParseUint: parsing {quote(text)}: invalid syntax")
+    value = int(text)
+    if value >= 2**64:
+        raise ValueError(f"strconv.ParseUint: parsing {quote(text)}: value out of range")
+    return value
+
+
+def to_json(value: object, *, pretty: bool = False) -> bytes:
+    """Encode ``value`` as ``encoding/json`` does: compact, with HTML characters escaped."""
+    if pretty:
+        text = json.dumps(value, indent=4, ensure_ascii=False) + "\n"
+    else:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text.encode("utf-8")
+
+
+def has_bad_escape(raw_path: str) -> bool:
+    """Say whether ``net/url`` refuses to unescape the path (``%`` not followed by 2 hex)."""
+    return _BAD_ESCAPE.search(raw_path) is not None
+
+
+def clean_path(path: str) -> str:
+    """Return the path Go's ServeMux redirects to: no empty, ``.`` or ``..`` segments."""
+    if not path.startswith("/"):
+        path = "/" + path
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(segment)
+    cleaned = "/" + "/".join(segments)
+    if path.endswith("/") and cleaned != "/":
+        cleaned += "/"
+    return cleaned
+
+
+class Values:
+    """Query parameters with ``url.Values`` semantics: presence, first value, ``Encode``."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name, []).append(value)
+
+    def has(self, name: str) -> bool:
+        """Say whether ``name`` was given at all (``?recurse`` counts, empty as it is)."""
+        return name in self._values
+
+    def get(self, name: str) -> str:
+        """Return the first value of ``name``, or "" (as ``Values.Get``)."""
+        values = self._values.get(name)
+        return values[0] if values else ""
+
+    def first_values(self) -> dict[str, str]:
+        """Return each name with its first value."""
+        return {name: values[0] for name, values in self._values.items()}
+
+    def encode(self) -> str:
+        """Return the parameters as ``Values.Encode`` writes them: sorted by name, escaped."""
+        return "&".join(
+            f"{quote_plus(name)}={quote_plus(value)}"
+            for name in sorted(self._values)
+            for value in self._values[name]
+        )
