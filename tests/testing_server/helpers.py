@@ -5,9 +5,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from email.message import Message
+from http.client import HTTPConnection
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -41,3 +45,35 @@ def server_threads() -> list[str]:
 class FixedRandom(random.Random):
     def random(self) -> float:
         return 0.999
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer as it came off the wire: nothing decoded, nothing followed."""
+
+    status: int
+    headers: Message
+    body: bytes
+
+
+def send(
+    base_url: str,
+    method: str,
+    target: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    token: str | None = None,
+) -> Answer:
+    """Send ``target`` exactly as written (http.client adds no Accept-Encoding but identity)."""
+    parts = urlsplit(base_url)
+    connection = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        all_headers = dict(headers or {})
+        if token:
+            all_headers["X-Consul-Token"] = token
+        connection.request(method, target, body=body, headers=all_headers)
+        response = connection.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        connection.close()

@@ -11,7 +11,7 @@ The parts, each a module:
 ``_kv``      the ``/v1/kv/`` endpoint: parameters and the ``KVS.*`` RPCs.
 ``_acl``     tokens and ``key_prefix`` rules.
 ``_faults``  error answers and hangs.
-``_agent``   the HTTP stack around endpoints: ServeMux, ``wrap``.
+``_agent``   the HTTP stack around endpoints: ServeMux, gzip, ``wrap``.
 ``_http``    the wire: a threaded HTTP/1.1 server whose connections can be cut.
 ``_go``      what Go's standard library does with paths, parameters, JSON and quoting.
 
@@ -23,7 +23,17 @@ and ``/peers``. Reads carry ``X-Consul-Index``/``-KnownLeader``/``-LastContact``
 included; writes and errors carry none. Keys are taken from the percent-decoded path, as
 Go's ``URL.Path`` is: ``a%2Fb`` and ``a/b`` name the same key. Path cleaning looks at the
 path as sent (still escaped), as Go's ServeMux does since Go 1.22, so ``a%2F%2Fb`` is not
-redirected while ``a//b`` is.
+redirected while ``a//b`` is. Every endpoint gzips a non-empty answer when the client
+accepts gzip, as Consul's gzip handler (no minimum size) does.
+
+Known differences from Consul, and why they remain:
+
+* No sessions, locks, transactions (``/v1/txn``), namespaces, partitions or other endpoints:
+  the breaker never uses them. ``?acquire`` fails as with an unknown session and ``?release``
+  answers ``false``; ``LockIndex`` is always 0.
+* Gzipped answers carry a ``Content-Length``; Go streams the larger ones chunked.
+  Compressed bytes differ from Go's ``compress/gzip`` (the decompressed bytes do not).
+* One datacenter, ``dc1``; one server; the leader is ``<host>:8300``.
 """
 
 from breaker.testing._server._acl import ANONYMOUS_ACCESSOR_ID, ACLRule

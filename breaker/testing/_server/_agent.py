@@ -5,12 +5,15 @@ In Consul's order (``agent/http.go``):
 1. Go's ServeMux: a path with ``//``, ``.`` or ``..`` segments is redirected (301) to its
    clean form, ``/v1/kv`` to ``/v1/kv/``; paths no endpoint claims go to the index
    handler (the UI notice, or a 404 naming the problem);
-2. every endpoint is wrapped in ``wrap``, which sets ``Vary: Accept-Encoding`` and
-   ``X-Consul-Default-ACL-Policy`` and writes an endpoint's error as plain text.
+2. every endpoint is wrapped in a gzip handler with no minimum size (a non-empty answer is
+   compressed when ``Accept-Encoding`` allows gzip; ``Vary: Accept-Encoding`` always) and in
+   ``wrap``, which sets ``X-Consul-Default-ACL-Policy`` and writes an endpoint's error as
+   plain text.
 """
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 from urllib.parse import parse_qsl, unquote
 
@@ -96,6 +99,11 @@ class Agent:
             body = exc.message.encode("utf-8")
             reply = Reply(exc.status, body, TEXT if body else None, list(exc.headers))
         reply.headers[:0] = common
+        if reply.body and go.accepts_gzip(request.headers.get("accept-encoding", "")):
+            if reply.content_type is None:
+                reply.content_type = go.sniff_content_type(reply.body)
+            reply.body = gzip.compress(reply.body, mtime=0)
+            reply.headers.append(("Content-Encoding", "gzip"))
         return reply
 
     def _serve_kv(self, request: Request, path: str, params: go.Values) -> Reply:

@@ -120,3 +120,40 @@ class Values:
             for name in sorted(self._values)
             for value in self._values[name]
         )
+
+
+def accepts_gzip(header: str) -> bool:
+    """Say whether an ``Accept-Encoding`` value lets gziphandler compress the answer.
+
+    As NYTimes/gziphandler's ``parseEncodings``: codings split on ``,``, a ``q=`` parameter
+    read as a float clamped to [0, 1] (each later parameter resets it to 1), a coding whose
+    ``q`` does not parse is dropped, and only the name ``gzip`` (any case) counts.
+    """
+    accepted: dict[str, float] = {}
+    for item in header.split(","):
+        coding = ""
+        qvalue = 1.0
+        valid = True
+        for n, part in enumerate(item.split(";")):
+            part = part.strip()
+            qvalue = 1.0
+            if n == 0:
+                coding = part.lower()
+            elif part.startswith("q="):
+                try:
+                    qvalue = min(max(float(part[2:]), 0.0), 1.0)
+                except ValueError:
+                    valid = False
+        if coding and valid:
+            accepted[coding] = qvalue
+    return accepted.get("gzip", 0.0) > 0.0
+
+
+_BINARY = frozenset({*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)})
+
+
+def sniff_content_type(body: bytes) -> str:
+    """Return what ``http.DetectContentType`` says of a plain body: text unless binary bytes."""
+    if any(byte in _BINARY for byte in body[:512]):
+        return "application/octet-stream"
+    return "text/plain; charset=utf-8"
