@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPResponse
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,3 +78,13 @@ def send(
         return Answer(response.status, response.headers, response.read())
     finally:
         connection.close()
+
+
+def send_bytes(base_url: str, request: bytes) -> Answer:
+    """Send ``request`` byte for byte, for what http.client refuses to write (raw controls)."""
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port), timeout=10) as sock:
+        sock.sendall(request)
+        response = HTTPResponse(sock, method=request.split(b" ", 1)[0].decode())
+        response.begin()
+        return Answer(response.status, response.headers, response.read())

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from breaker.testing._server import ConsulServer
-from tests.testing_server.helpers import send
+from tests.testing_server.helpers import send, send_bytes
 
 if TYPE_CHECKING:
     # Imported for real by the root conftest's pytest_plugins; importing it here first would
@@ -53,6 +53,94 @@ def test_a_redirected_put_keeps_its_method_target(
     assert response.status_code == 301
     assert response.headers["Location"] == "/v1/kv/a"
     assert consul_server.get("a") is None
+
+
+# -- what Go and cleanhttp refuse before any endpoint -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "escaped",
+    ["%09", "%0A", "%0D", "%7F", "%00", "%C2%85", "%C2%A0", "%E2%80%8B", "%E2%80%A8"],
+    ids=["TAB", "LF", "CR", "DEL", "NUL", "NEL", "NBSP", "ZWSP", "LSEP"],
+)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_an_unprintable_character_in_the_path_is_a_bare_400(
+    consul: ConsulHandle, consul_prefix: str, escaped: str, method: str
+) -> None:
+    answer = send(
+        consul.url, method, f"/v1/kv/{consul_prefix}a{escaped}b", body=b"v", token=consul.token
+    )
+
+    assert answer.status == 400
+    assert answer.body == b""
+    assert answer.headers["Content-Type"] is None
+    assert answer.headers["X-Consul-Index"] is None
+
+
+def test_the_check_runs_before_the_mux_redirects(consul: ConsulHandle) -> None:
+    assert send(consul.url, "GET", "/v1/kv//a%09b").status == 400
+
+
+@pytest.mark.parametrize("escaped", ["%20", "%C3%A7", "%E2%82%AC", "%F0%9F%92%A5"])
+def test_printable_characters_are_fine(
+    consul: ConsulHandle, consul_prefix: str, escaped: str
+) -> None:
+    key = f"/v1/kv/{consul_prefix}a{escaped}b"
+
+    assert send(consul.url, "PUT", key, body=b"v", token=consul.token).body == b"true"
+    assert send(consul.url, "GET", key + "?raw", token=consul.token).body == b"v"
+
+
+def test_a_raw_unprintable_character_is_refused_the_same_way(
+    consul: ConsulHandle, consul_prefix: str
+) -> None:
+    target = f"/v1/kv/{consul_prefix}a".encode() + "\u0085".encode() + b"b"
+    answer = send_bytes(consul.url, b"GET " + target + b" HTTP/1.1\r\nHost: consul\r\n\r\n")
+
+    assert (answer.status, answer.body) == (400, b"")
+
+
+def test_raw_utf8_in_the_path_names_the_same_key_as_escaped(
+    consul: ConsulHandle, consul_prefix: str
+) -> None:
+    target = f"/v1/kv/{consul_prefix}voil".encode() + "à".encode()  # 0xA0 is a Latin-1 space
+    request = b"PUT " + target + b" HTTP/1.1\r\nHost: consul\r\nContent-Length: 1\r\n"
+    if consul.token:
+        request += b"X-Consul-Token: " + consul.token.encode() + b"\r\n"
+
+    assert send_bytes(consul.url, request + b"\r\nv").body == b"true"
+    assert consul.get(consul_prefix + "voilà") == b"v"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/v1/kv/a\x01b", b"/v1/kv/a\x7fb", b"/v1/kv/a\tb", b"/v1/kv/a b", b"/v1/kv/%zz"],
+    ids=["SOH", "DEL", "TAB", "space", "bad-escape"],
+)
+def test_a_target_go_cannot_read_is_refused_by_the_http_server(
+    consul: ConsulHandle, target: bytes
+) -> None:
+    answer = send_bytes(consul.url, b"GET " + target + b" HTTP/1.1\r\nHost: consul\r\n\r\n")
+
+    assert answer.status == 400
+    assert answer.body == b"400 Bad Request"
+    assert answer.headers["Connection"] == "close"
+    assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+@pytest.mark.fault_injection
+def test_refused_targets_never_reach_the_agent(consul_server: ConsulServer) -> None:
+    send_bytes(consul_server.url, b"GET /v1/kv/%zz HTTP/1.1\r\nHost: consul\r\n\r\n")
+
+    assert consul_server.requests_log == []
+
+
+def test_any_method_reaches_the_endpoint(consul: ConsulHandle, consul_prefix: str) -> None:
+    answer = send(consul.url, "PURGE", f"/v1/kv/{consul_prefix}k", token=consul.token)
+
+    assert answer.status == 405
+    assert answer.body == b"method PURGE not allowed"
+    assert answer.headers["Allow"] == "OPTIONS,GET,PUT,DELETE"
 
 
 def test_status_leader_answers(http: requests.Session, consul_server: ConsulServer) -> None:

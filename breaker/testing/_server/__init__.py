@@ -23,7 +23,10 @@ and ``/peers``. Reads carry ``X-Consul-Index``/``-KnownLeader``/``-LastContact``
 included; writes and errors carry none. Keys are taken from the percent-decoded path, as
 Go's ``URL.Path`` is: ``a%2Fb`` and ``a/b`` name the same key. Path cleaning looks at the
 path as sent (still escaped), as Go's ServeMux does since Go 1.22, so ``a%2F%2Fb`` is not
-redirected while ``a//b`` is. Every endpoint gzips a non-empty answer when the client
+redirected while ``a//b`` is. A decoded path with a character Go does not call printable
+(TAB, LF, DEL, U+0085, NBSP...) gets a bare 400, before any redirect; a target Go cannot
+read (a raw control byte, a bad ``%`` escape) gets Go's own "400 Bad Request" and a closed
+connection. Every endpoint gzips a non-empty answer when the client
 accepts gzip, as Consul's gzip handler (no minimum size) does.
 
 Known differences from Consul, and why they remain:

@@ -2,10 +2,11 @@
 
 In Consul's order (``agent/http.go``):
 
-1. Go's ServeMux: a path with ``//``, ``.`` or ``..`` segments is redirected (301) to its
+1. cleanhttp's check: a decoded path with an unprintable character gets a bare 400;
+2. Go's ServeMux: a path with ``//``, ``.`` or ``..`` segments is redirected (301) to its
    clean form, ``/v1/kv`` to ``/v1/kv/``; paths no endpoint claims go to the index
    handler (the UI notice, or a 404 naming the problem);
-2. every endpoint is wrapped in a gzip handler with no minimum size (a non-empty answer is
+3. every endpoint is wrapped in a gzip handler with no minimum size (a non-empty answer is
    compressed when ``Accept-Encoding`` allows gzip; ``Vary: Accept-Encoding`` always) and in
    ``wrap``, which sets ``X-Consul-Default-ACL-Policy`` and writes an endpoint's error as
    plain text.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from breaker.testing._server import _go as go
 from breaker.testing._server._acl import ACLs
@@ -71,9 +72,9 @@ class Agent:
             body = failure.message.encode("utf-8")
             meta = meta_headers(self._store.table_index)
             return Reply(failure.status, body, TEXT if body else None, [*meta, *failure.headers])
-        if go.has_bad_escape(request.raw_path):
-            return Reply(400, b"400 Bad Request", TEXT, close=True)
-        path = unquote(request.raw_path)
+        path = go.unescape_path(request.raw_path)
+        if not go.is_printable(path):
+            return Reply(400)
         cleaned = go.clean_path(request.raw_path)
         if cleaned != request.raw_path:
             return _redirect(request.method, cleaned, request.raw_query)

@@ -1,8 +1,9 @@
 """What Go's standard library does with the bytes a Consul agent receives and sends.
 
-Consul is a Go program: how a path is cleaned, how query parameters are read, how JSON and
-quoted strings look, all come from ``net/url``, ``net/http``, ``strconv`` and
-``encoding/json``. Each helper here follows one of those functions, named in its docstring.
+Consul is a Go program: how a path is unescaped and cleaned, which characters count as
+printable, how query parameters are read, how JSON and quoted strings look, all come from
+``net/url``, ``net/http``, ``unicode``, ``strconv`` and ``encoding/json``. Each helper
+here follows one of those functions, named in its docstring.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote_to_bytes
 
 _ESCAPES = {
     "\a": "\\a",
@@ -68,9 +69,29 @@ def to_json(value: object, *, pretty: bool = False) -> bytes:
     return text.encode("utf-8")
 
 
+def has_control_byte(target: str) -> bool:
+    """Say whether ``net/url`` refuses the request target for a control byte (CTL or DEL)."""
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in target)
+
+
 def has_bad_escape(raw_path: str) -> bool:
     """Say whether ``net/url`` refuses to unescape the path (``%`` not followed by 2 hex)."""
     return _BAD_ESCAPE.search(raw_path) is not None
+
+
+def unescape_path(raw_path: str) -> str:
+    """Return ``URL.Path`` for an escaped request path (which must have no bad escapes).
+
+    The request line arrives as Latin-1 text, so raw non-ASCII bytes are recovered first.
+    Bytes that are not UTF-8 become U+FFFD, which is what Go yields when it reads them.
+    """
+    return unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8", errors="replace")
+
+
+def is_printable(text: str) -> bool:
+    """Say whether every character passes ``unicode.IsPrint`` (cleanhttp's path check)."""
+    # Both Go and Python call printable exactly the categories L, M, N, P, S and U+0020.
+    return text.isprintable()
 
 
 def clean_path(path: str) -> str:

@@ -1,25 +1,31 @@
 """The wire: a threaded HTTP/1.1 server whose connections `stop` can cut.
 
 It reads a request, hands it to the agent layer (`App.handle`) and writes back the `Reply`
-unchanged.
+unchanged. What Go's ``net/http`` answers before any handler runs (a request line it cannot
+parse) is written here, byte for byte as Go writes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import selectors
 import socket
 import socketserver
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
+
+from breaker.testing._server import _go as go
 
 JOIN_TIMEOUT = 5.0
 MAX_BODY = 64 * 1024 * 1024
 TEXT = "text/plain; charset=utf-8"
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,12 @@ class App(Protocol):
     def handle(self, request: Request) -> Reply:
         """Answer ``request``, or raise `Dropped` to close the connection unanswered."""
         ...
+
+
+def go_bad_request(status: int = 400) -> bytes:
+    """Return what Go's server writes when it cannot read a request: no handler involved."""
+    text = f"{status} {HTTPStatus(status).phrase}"
+    return f"HTTP/1.1 {text}\r\nContent-Type: {TEXT}\r\nConnection: close\r\n\r\n{text}".encode()
 
 
 class HTTPServer(socketserver.TCPServer):
@@ -167,23 +179,48 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server: HTTPServer
+    raw_requestline: bytes
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet; the requests log records what tests need."""
 
-    def do_GET(self) -> None:
-        """Serve any method through one dispatcher, as Consul's handlers do."""
-        self._serve()
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # Go hands every method token to the handler (which may answer 405); http.server
+        # looks for do_<METHOD> and would answer 501 itself.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
-    do_PUT = do_DELETE = do_POST = do_HEAD = do_OPTIONS = do_PATCH = do_GET
+    def parse_request(self) -> bool:
+        """Read the request line as Go does, which splits it on spaces and nothing else.
+
+        http.server splits on any Unicode space, and bytes such as 0x85 and 0xA0 inside a
+        UTF-8 character count as such in Latin-1; escaped, they mean the same to Go.
+        """
+        self.raw_requestline = _NON_ASCII.sub(
+            lambda match: b"%%%02X" % match.group()[0], self.raw_requestline
+        )
+        return super().parse_request()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer a request that could not be read the way Go's server does."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.wfile.write(go_bad_request(400 if code in (400, 414, 505) else code))
 
     def _serve(self) -> None:
+        raw_path, _, raw_query = self.path.partition("?")
+        if go.has_control_byte(self.path) or go.has_bad_escape(raw_path):
+            self.send_error(400)  # net/url refuses the target before any handler runs
+            return
         try:
             body = self._read_body()
         except HTTPError as exc:
-            self._send(Reply(exc.status, exc.message.encode(), TEXT, close=True))
+            if exc.status == 400:
+                self.send_error(400)
+            else:
+                self._send(Reply(exc.status, exc.message.encode(), TEXT, close=True))
             return
-        raw_path, _, raw_query = self.path.partition("?")
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             headers.setdefault(name.lower(), value)

@@ -229,7 +229,11 @@ class ConsulServer:
 
     @property
     def requests_log(self) -> list[RecordedRequest]:
-        """Return a copy of the requests received so far, oldest first."""
+        """Return a copy of the requests received so far, oldest first.
+
+        Requests Go's HTTP server itself refuses (a malformed request line or target) never
+        reach the agent and are not recorded.
+        """
         with self._store.cond:
             return list(self._agent.log)
 
