@@ -143,6 +143,48 @@ def test_any_method_reaches_the_endpoint(consul: ConsulHandle, consul_prefix: st
     assert answer.headers["Allow"] == "OPTIONS,GET,PUT,DELETE"
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["recurse;keys", "a=1;b=2", "index=%zz", "%zz", "wait=1%", "keys&dc=%2", "a=%g1"],
+)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_a_query_go_cannot_parse_is_a_bare_500(
+    consul: ConsulHandle, consul_prefix: str, query: str, method: str
+) -> None:
+    key = f"/v1/kv/{consul_prefix}k"
+    answer = send(consul.url, method, f"{key}?{query}", body=b"v", token=consul.token)
+
+    assert answer.status == 500
+    assert answer.body == b""
+    assert answer.headers["Content-Type"] is None
+    assert answer.headers["X-Consul-Index"] is None
+    assert answer.headers["Vary"] == "Accept-Encoding"
+    assert answer.headers["X-Consul-Default-Acl-Policy"] is not None
+    assert consul.get(consul_prefix + "k") is None
+
+
+def test_every_endpoint_refuses_such_a_query(consul: ConsulHandle) -> None:
+    assert send(consul.url, "GET", "/v1/status/leader?a;b").status == 500
+
+
+def test_paths_outside_the_endpoints_do_not_parse_the_query(consul: ConsulHandle) -> None:
+    assert send(consul.url, "GET", "/v1/no-such-endpoint?a;b").status == 404
+    assert send(consul.url, "GET", "/v1/kv//a?a;b").status == 301
+
+
+@pytest.mark.parametrize(
+    "query", ["recurse&&", "recurse=&a", "recurse&a+b=%41%2b", "recurse&x=%E2%82%AC"]
+)
+def test_queries_go_can_parse_are_fine(
+    consul: ConsulHandle, consul_prefix: str, query: str
+) -> None:
+    consul.put(consul_prefix + "k", "v")
+
+    answer = send(consul.url, "GET", f"/v1/kv/{consul_prefix}?{query}", token=consul.token)
+
+    assert answer.status == 200
+
+
 def test_status_leader_answers(http: requests.Session, consul_server: ConsulServer) -> None:
     assert http.get(consul_server.url + "/v1/status/leader").json() == "127.0.0.1:8300"
     assert http.get(consul_server.url + "/v1/nope").status_code == 404

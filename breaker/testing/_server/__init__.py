@@ -26,7 +26,8 @@ path as sent (still escaped), as Go's ServeMux does since Go 1.22, so ``a%2F%2Fb
 redirected while ``a//b`` is. A decoded path with a character Go does not call printable
 (TAB, LF, DEL, U+0085, NBSP...) gets a bare 400, before any redirect; a target Go cannot
 read (a raw control byte, a bad ``%`` escape) gets Go's own "400 Bad Request" and a closed
-connection. Every endpoint gzips a non-empty answer when the client
+connection. A query string Go's ``url.ParseQuery`` refuses (``;`` separators, bad ``%``
+escapes) gets a bare 500 from any endpoint. Every endpoint gzips a non-empty answer when the client
 accepts gzip, as Consul's gzip handler (no minimum size) does.
 
 Known differences from Consul, and why they remain:

@@ -8,15 +8,14 @@ In Consul's order (``agent/http.go``):
    handler (the UI notice, or a 404 naming the problem);
 3. every endpoint is wrapped in a gzip handler with no minimum size (a non-empty answer is
    compressed when ``Accept-Encoding`` allows gzip; ``Vary: Accept-Encoding`` always) and in
-   ``wrap``, which sets ``X-Consul-Default-ACL-Policy`` and writes an endpoint's error as
-   plain text.
+   ``wrap``, which sets ``X-Consul-Default-ACL-Policy``, answers a bare 500 to a query
+   string ``url.ParseQuery`` refuses, and writes an endpoint's error as plain text.
 """
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
-from urllib.parse import parse_qsl
 
 from breaker.testing._server import _go as go
 from breaker.testing._server._acl import ACLs
@@ -60,7 +59,7 @@ class Agent:
                 RecordedRequest(
                     request.method,
                     request.raw_path,
-                    go.Values(parse_qsl(request.raw_query, keep_blank_values=True)).first_values(),
+                    go.Values(go.parse_query(request.raw_query, strict=False)).first_values(),
                     request.headers,
                     request.body,
                     request.time,
@@ -93,7 +92,10 @@ class Agent:
             ("Vary", "Accept-Encoding"),
             ("X-Consul-Default-Acl-Policy", self._acls.default_policy),
         ]
-        params = go.Values(parse_qsl(request.raw_query, keep_blank_values=True))
+        try:
+            params = go.Values(go.parse_query(request.raw_query))
+        except ValueError:
+            return Reply(500, headers=common)
         try:
             reply = endpoint(params)
         except HTTPError as exc:

@@ -1,7 +1,7 @@
 """What Go's standard library does with the bytes a Consul agent receives and sends.
 
 Consul is a Go program: how a path is unescaped and cleaned, which characters count as
-printable, how query parameters are read, how JSON and quoted strings look, all come from
+printable, how a query string is split, how JSON and quoted strings look, all come from
 ``net/url``, ``net/http``, ``unicode``, ``strconv`` and ``encoding/json``. Each helper
 here follows one of those functions, named in its docstring.
 """
@@ -23,6 +23,7 @@ _ESCAPES = {
     "\v": "\\v",
 }
 _DIGITS = frozenset("0123456789")
+_HEX = frozenset("0123456789abcdefABCDEF")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -111,6 +112,40 @@ def clean_path(path: str) -> str:
     if path.endswith("/") and cleaned != "/":
         cleaned += "/"
     return cleaned
+
+
+def _query_unescape(text: str) -> str:
+    """Unescape one query component as ``url.QueryUnescape``; raise ValueError on a bad ``%``."""
+    for i, char in enumerate(text):
+        if char == "%" and not (i + 2 < len(text) and text[i + 1] in _HEX and text[i + 2] in _HEX):
+            raise ValueError(f"invalid URL escape {quote(text[i : i + 3])}")
+    raw = text.replace("+", " ").encode("latin-1", errors="replace")
+    return unquote_to_bytes(raw).decode("utf-8", errors="replace")
+
+
+def parse_query(raw_query: str, *, strict: bool = True) -> list[tuple[str, str]]:
+    """Split a query string as ``url.ParseQuery``; raise ValueError as it fails when ``strict``.
+
+    Go refuses ``;`` separators and bad ``%`` escapes (the pair is skipped and an error is
+    returned); with ``strict=False`` the skipped pairs are simply left out, which is what
+    ``URL.Query()`` gives a handler.
+    """
+    pairs: list[tuple[str, str]] = []
+    error: ValueError | None = None
+    for part in raw_query.split("&"):
+        if ";" in part:
+            error = error or ValueError("invalid semicolon separator in query")
+            continue
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        try:
+            pairs.append((_query_unescape(name), _query_unescape(value)))
+        except ValueError as exc:
+            error = error or exc
+    if error is not None and strict:
+        raise error
+    return pairs
 
 
 class Values:
