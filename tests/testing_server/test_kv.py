@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import base64
+from typing import TYPE_CHECKING
 
+import pytest
 import requests
 
 from breaker.testing._server import MAX_VALUE_SIZE, ConsulServer
-from tests.testing_server.helpers import index_of
+from tests.testing_server.helpers import index_of, send
+
+if TYPE_CHECKING:
+    # Imported for real by the root conftest's pytest_plugins; importing it here first would
+    # stop pytest from rewriting its asserts.
+    from breaker.testing.pytest_plugin import ConsulHandle
 
 # -- reads ---------------------------------------------------------------------------------
 
@@ -293,3 +300,71 @@ def test_delete_with_recurse_and_cas_is_400(http: requests.Session, kv: str) -> 
 
     assert response.status_code == 400
     assert response.text.startswith("Conflicting flags: ")
+
+
+# -- key validation (Consul 1.22) --------------------------------------------------------
+
+REFUSED_KEYS = [
+    ("{p}trailing%20", "trailing space"),
+    ("{p}a/%2E%2E", "trailing .. segment (escaped, or the mux would redirect)"),
+    ("{p}%2e%2e", "a .. segment"),
+    ("{p}a/%2E%2E/b", "escaped dots: the key holds a/../b"),
+    ("{p}..%2Fetc%2Fpasswd", "escaped slash: the key holds ../etc/passwd"),
+    ("{p}%252e%252e%252fadmin", "double escaped: the key holds %2e%2e%2fadmin"),
+    ("{p}a%2F..%252Fb", "partly double escaped"),
+]
+ACCEPTED_KEYS = [
+    ("{p}a%20b", "a space inside"),
+    ("{p}foo:bar", "colon"),
+    ("{p}50%25off", "a percent sign"),
+    ("{p}fo%C3%A7o", "a non-ASCII letter"),
+    ("{p}con..fig", "dots inside a segment"),
+    ("{p}..hidden/.../x", "dots that are not a .. segment"),
+    ("{p}a%252Fb", "an escaped slash in the key itself"),
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize(("key", "why"), REFUSED_KEYS)
+def test_keys_consul_refuses(
+    consul: ConsulHandle, consul_prefix: str, key: str, why: str, method: str
+) -> None:
+    target = "/v1/kv/" + key.format(p=consul_prefix)
+
+    answer = send(consul.url, method, target, body=b"v", token=consul.token)
+
+    assert answer.status == 400, why
+    assert answer.headers["X-Consul-Index"] is None
+
+
+def test_a_leading_space_is_refused(consul: ConsulHandle) -> None:
+    assert send(consul.url, "PUT", "/v1/kv/%20lead", body=b"v", token=consul.token).status == 400
+
+
+@pytest.mark.parametrize(("key", "why"), ACCEPTED_KEYS)
+def test_keys_consul_accepts(consul: ConsulHandle, consul_prefix: str, key: str, why: str) -> None:
+    target = "/v1/kv/" + key.format(p=consul_prefix)
+
+    assert send(consul.url, "PUT", target, body=b"v", token=consul.token).body == b"true", why
+    assert send(consul.url, "GET", target + "?raw", token=consul.token).body == b"v", why
+    assert send(consul.url, "DELETE", target, token=consul.token).body == b"true", why
+
+
+def test_a_refused_prefix_cannot_be_listed(consul: ConsulHandle, consul_prefix: str) -> None:
+    answer = send(consul.url, "GET", f"/v1/kv/{consul_prefix}x/%2E%2E?keys", token=consul.token)
+
+    assert answer.status == 400
+
+
+def test_validation_can_be_turned_off() -> None:
+    with ConsulServer(jitter=False, disable_kv_key_validation=True) as server:
+        # http.client sends the path as written; requests would resolve the escaped dots.
+        assert send(server.url, "PUT", "/v1/kv/trailing%20", body=b"v").body == b"true"
+        assert send(server.url, "PUT", "/v1/kv/a/%2E%2E/b", body=b"w").body == b"true"
+        assert server.keys() == ["a/../b", "trailing "]
+
+
+def test_the_operator_helpers_take_any_key(consul_server: ConsulServer) -> None:
+    consul_server.put(" restored from an old snapshot ", "v")
+
+    assert consul_server.get(" restored from an old snapshot ") == b"v"

@@ -8,7 +8,7 @@ The parts, each a module:
 
 ``_server``  `ConsulServer`: lifecycle, operator helpers, fault hooks.
 ``_store``   keys, tombstones, the index rules, blocking queries.
-``_kv``      the ``/v1/kv/`` endpoint: parameters and the ``KVS.*`` RPCs.
+``_kv``      the ``/v1/kv/`` endpoint: parameters, key validation, the ``KVS.*`` RPCs.
 ``_acl``     tokens and ``key_prefix`` rules.
 ``_faults``  error answers and hangs.
 ``_agent``   the HTTP stack around endpoints: ServeMux, gzip, ``wrap``.
@@ -17,24 +17,31 @@ The parts, each a module:
 
 What it serves: ``GET /v1/kv/<key>`` with ``recurse``, ``keys``/``separator``, ``raw``,
 ``index``/``wait`` blocking queries (``wait`` clamped to ``max_query_time``, default
-``default_query_time``, plus up to ``wait/16`` of jitter); ``PUT`` with ``cas`` and ``flags``
-and the 512 KiB value limit; ``DELETE`` with ``recurse`` and ``cas``; ``/v1/status/leader``
-and ``/peers``. Reads carry ``X-Consul-Index``/``-KnownLeader``/``-LastContact``, 404s
-included; writes and errors carry none. Keys are taken from the percent-decoded path, as
-Go's ``URL.Path`` is: ``a%2Fb`` and ``a/b`` name the same key. Path cleaning looks at the
-path as sent (still escaped), as Go's ServeMux does since Go 1.22, so ``a%2F%2Fb`` is not
-redirected while ``a//b`` is. A decoded path with a character Go does not call printable
-(TAB, LF, DEL, U+0085, NBSP...) gets a bare 400, before any redirect; a target Go cannot
-read (a raw control byte, a bad ``%`` escape) gets Go's own "400 Bad Request" and a closed
-connection. A query string Go's ``url.ParseQuery`` refuses (``;`` separators, bad ``%``
-escapes) gets a bare 500 from any endpoint. Every endpoint gzips a non-empty answer when the client
-accepts gzip, as Consul's gzip handler (no minimum size) does.
+``default_query_time``, plus up to ``wait/16`` of jitter); ``PUT`` with ``cas`` and
+``flags`` and the 512 KiB value limit; ``DELETE`` with ``recurse`` and ``cas``;
+``/v1/status/leader`` and ``/peers``. Reads carry
+``X-Consul-Index``/``-KnownLeader``/``-LastContact``, 404s included; writes and errors carry
+none. Keys are taken from the percent-decoded path, as Go's ``URL.Path`` is: ``a%2Fb`` and
+``a/b`` name the same key. Path cleaning looks at the path as sent (still escaped), as Go's
+ServeMux does since Go 1.22, so ``a%2F%2Fb`` is not redirected while ``a//b`` is. Keys are
+validated as Consul 1.22 does by default (see `_kv.validate_key`;
+``disable_kv_key_validation=True`` turns it off). A decoded path with a character Go does
+not call printable (TAB, LF, DEL, U+0085, NBSP...) gets a bare 400, before any redirect; a
+target Go cannot read (a raw control byte, a bad ``%`` escape) gets Go's own "400 Bad
+Request" and a closed connection. A query string Go's ``url.ParseQuery`` refuses (``;``
+separators, bad ``%`` escapes) gets a bare 500 from any endpoint. Every endpoint gzips a
+non-empty answer when the client accepts gzip, as Consul's gzip handler (no minimum size)
+does.
 
 Known differences from Consul, and why they remain:
 
 * No sessions, locks, transactions (``/v1/txn``), namespaces, partitions or other endpoints:
   the breaker never uses them. ``?acquire`` fails as with an unknown session and ``?release``
   answers ``false``; ``LockIndex`` is always 0.
+* Key validation follows the rules of Consul PR #22850 (shipped in 1.22.0 and 1.21.6): no
+  leading or trailing space, no ``..`` segment, none once percent-decoded again. Only the
+  400 status is checked against Consul; the released source of the error texts could not
+  be consulted, so the texts here are this server's own.
 * Gzipped answers carry a ``Content-Length``; Go streams the larger ones chunked.
   Compressed bytes differ from Go's ``compress/gzip`` (the decompressed bytes do not).
 * One datacenter, ``dc1``; one server; the leader is ``<host>:8300``.

@@ -1,7 +1,7 @@
 """What Go's standard library does with the bytes a Consul agent receives and sends.
 
 Consul is a Go program: how a path is unescaped and cleaned, which characters count as
-printable, how a query string is split, how JSON and quoted strings look, all come from
+printable or as space, how a query string is split, how JSON and quoted strings look, all come from
 ``net/url``, ``net/http``, ``unicode``, ``strconv`` and ``encoding/json``. Each helper
 here follows one of those functions, named in its docstring.
 """
@@ -25,6 +25,13 @@ _ESCAPES = {
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+SPACE = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""The characters Go's ``unicode.IsSpace`` accepts (what ``strings.TrimSpace`` trims)."""
 
 
 def quote(text: str) -> str:

@@ -1,14 +1,15 @@
 """The ``/v1/kv/`` endpoint (``agent/kvs_endpoint.go`` and the ``KVS.*`` RPCs behind it).
 
 Order of checks, as in Consul: query options (``stale`` with ``consistent``, ``wait``,
-``index``), then per method the request's own checks, then the RPC (the datacenter, the
-ACL) and the store.
+``index``), the key (Consul 1.22 validation), then per method the request's own checks,
+then the RPC (the datacenter, the ACL) and the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from breaker._duration import parse_go_duration
 from breaker.testing._server import _go as go
@@ -26,11 +27,31 @@ _MAX_VALUE_SIZE_DOC = (
 )
 
 
+def validate_key(key: str) -> None:
+    """Refuse a key as Consul 1.22 does by default (``disable_kv_key_validation = false``).
+
+    Refused: leading or trailing space, a ``..`` segment, and a ``..`` segment once the key
+    is percent-decoded again (``..%2F`` sent as ``..%252F``).
+    Anything else is a valid key, spaces, colons, ``%`` and non-ASCII letters included.
+    """
+    if key != key.strip("".join(go.SPACE)):
+        raise HTTPError(400, "key must not have leading or trailing spaces")
+    if _traverses(key):
+        raise HTTPError(400, "key contains path traversal")
+    if "%" in key and _traverses(unquote(key)):
+        raise HTTPError(400, "key contains URL-encoded path traversal")
+
+
+def _traverses(key: str) -> bool:
+    return ".." in key.split("/")
+
+
 @dataclass(frozen=True)
 class KVSettings:
     """The agent settings the endpoint obeys."""
 
     max_value_size: int
+    validate_keys: bool
     query_timeout: Callable[[float | None], float]
 
 
@@ -77,6 +98,8 @@ class KVEndpoint:
                 min_index = go.parse_uint(params.get("index"))
             except ValueError:
                 raise HTTPError(400, "Invalid index") from None
+        if key and self._settings.validate_keys:
+            validate_key(key)
         if method == "GET":
             return self._get(call, wait, min_index)
         if method == "PUT":

@@ -30,8 +30,9 @@ class ConsulServer:
     consumed before the first write, which gets ``start_index + 1``. ACLs are on when
     ``acl_tokens`` (secret -> rules) is given; a request without a token is judged by
     ``anonymous_rules``; keys no rule matches follow ``acl_default_policy``.
-    ``max_value_size``, ``default_query_time`` and ``max_query_time`` are the agent settings
-    of the same names, with Consul's defaults.
+    ``max_value_size``, ``default_query_time``, ``max_query_time`` and
+    ``disable_kv_key_validation`` are the agent settings of the same names, with Consul's
+    defaults.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class ConsulServer:
         max_value_size: int = MAX_VALUE_SIZE,
         default_query_time: float = 300.0,
         max_query_time: float = 600.0,
+        disable_kv_key_validation: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         acls = ACLs(acl_tokens, acl_default_policy, anonymous_rules)
@@ -61,7 +63,8 @@ class ConsulServer:
         self._max_query_time = max_query_time
         self._store = Store(start_index)
         self._faults = Faults(self._store.cond)
-        kv = KVEndpoint(self._store, acls, KVSettings(max_value_size, self.query_timeout))
+        settings = KVSettings(max_value_size, not disable_kv_key_validation, self.query_timeout)
+        kv = KVEndpoint(self._store, acls, settings)
         self._agent = Agent(self._store, self._faults, acls, kv, host)
 
         self._lifecycle = threading.Lock()
@@ -163,7 +166,10 @@ class ConsulServer:
         return self._store.index
 
     def put(self, key: str, value: bytes | str, flags: int = 0) -> int:
-        """Write ``key`` and return its ModifyIndex (unchanged if the write changed nothing)."""
+        """Write ``key`` and return its ModifyIndex (unchanged if the write changed nothing).
+
+        Keys are not validated here: a snapshot may hold keys the HTTP API now refuses.
+        """
         if not key:
             raise ValueError("key must not be empty")
         if not 0 <= flags < 2**64:
