@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +11,7 @@ import pytest
 import requests
 
 from breaker.testing._server import ConsulServer
-from tests.testing_server.helpers import fetch, index_of, server_threads
+from tests.testing_server.helpers import fetch, index_of, send, server_threads
 
 
 @pytest.mark.fault_injection
@@ -27,8 +28,90 @@ def test_fail_next_answers_errors_then_recovers(
     assert [r.status_code for r in failures] == [status, status]
     assert failures[0].text == "boom"
     assert failures[0].headers["Retry-After"] == "1"
-    assert "X-Consul-Index" in failures[0].headers
+    assert "X-Consul-Index" not in failures[0].headers
     assert recovered.status_code == 200
+
+
+@pytest.mark.fault_injection
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (500, b"No cluster leader", "text/plain; charset=utf-8"),
+        (429, b"", None),
+        (503, b"Service Unavailable", "text/plain; charset=utf-8"),
+    ],
+)
+def test_a_failure_looks_like_consuls_rpc_error(
+    consul_server: ConsulServer, status: int, body: bytes, content_type: str | None
+) -> None:
+    consul_server.put("k", "v")
+    consul_server.fail_next(status=status)
+
+    answer = send(consul_server.url, "GET", "/v1/kv/k")
+
+    assert (answer.status, answer.body) == (status, body)
+    assert answer.headers["Content-Type"] == content_type
+    for name in ("X-Consul-Index", "X-Consul-KnownLeader", "X-Consul-LastContact"):
+        assert answer.headers[name] is None, name
+    assert answer.headers["X-Consul-Default-Acl-Policy"] == "allow"
+    assert answer.headers["Vary"] == "Accept-Encoding"
+
+
+@pytest.mark.fault_injection
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("PUT", "/v1/kv/k"),
+        ("DELETE", "/v1/kv/k"),
+        ("GET", "/v1/kv/?recurse"),
+        ("GET", "/v1/kv/?keys"),
+        ("GET", "/v1/status/leader"),
+    ],
+)
+def test_every_rpc_can_fail(consul_server: ConsulServer, method: str, target: str) -> None:
+    consul_server.put("k", "v")
+    consul_server.fail_next()
+
+    answer = send(consul_server.url, method, target, body=b"new")
+
+    assert (answer.status, answer.body) == (500, b"No cluster leader")
+    assert consul_server.get("k") == b"v"
+
+
+@pytest.mark.fault_injection
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        ("GET", "/v1/kv/k?index=x", 400),
+        ("GET", "/v1/kv/", 400),
+        ("PUT", "/v1/kv/k?cas=1&acquire=s", 400),
+        ("POST", "/v1/kv/k", 405),
+        ("GET", "/v1/kv//k", 301),
+        ("GET", "/v1/nope", 404),
+        ("GET", "/v1/kv/k?a;b", 500),
+        ("GET", "/v1/kv/a%09b", 400),
+    ],
+)
+def test_requests_refused_before_the_rpc_leave_the_failure_queued(
+    consul_server: ConsulServer, method: str, target: str, status: int
+) -> None:
+    consul_server.put("k", "v")
+    consul_server.fail_next(status=503)
+
+    refused = send(consul_server.url, method, target)
+    failed = send(consul_server.url, "GET", "/v1/kv/k")
+
+    assert refused.status == status
+    assert failed.status == 503
+
+
+@pytest.mark.fault_injection
+def test_a_failure_is_gzipped_like_any_answer(consul_server: ConsulServer) -> None:
+    consul_server.fail_next()
+
+    answer = send(consul_server.url, "GET", "/v1/kv/k", headers={"Accept-Encoding": "gzip"})
+
+    assert gzip.decompress(answer.body) == b"No cluster leader"
 
 
 @pytest.mark.fault_injection

@@ -15,14 +15,14 @@ In Consul's order (``agent/http.go``):
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Callable
 
 from breaker.testing._server import _go as go
 from breaker.testing._server._acl import ACLs
 from breaker.testing._server._faults import Faults
 from breaker.testing._server._http import TEXT, HTTPError, RecordedRequest, Reply, Request
-from breaker.testing._server._kv import KV_PREFIX, KVEndpoint, meta_headers
-from breaker.testing._server._store import Store
+from breaker.testing._server._kv import KV_PREFIX, KVEndpoint
 
 _UI_DISABLED = (
     "Consul Agent: UI disabled. To enable, set ui_config.enabled=true "
@@ -38,12 +38,13 @@ _STATUS = ("/v1/status/leader", "/v1/status/peers")
 class Agent:
     """Answer requests as a Consul agent's HTTP server does, and record them."""
 
-    def __init__(self, store: Store, faults: Faults, acls: ACLs, kv: KVEndpoint, host: str) -> None:
-        self._store = store
+    def __init__(
+        self, faults: Faults, acls: ACLs, kv: KVEndpoint, cond: threading.Condition, host: str
+    ) -> None:
         self._faults = faults
         self._acls = acls
         self._kv = kv
-        self._cond = store.cond
+        self._cond = cond
         self._host = host
         self.epoch = 0
         self.log: list[RecordedRequest] = []
@@ -66,11 +67,6 @@ class Agent:
                 )
             )
         self._faults.hold_if_hanging(self.cancelled(request.epoch))
-        failure = self._faults.take_failure()
-        if failure is not None:
-            body = failure.message.encode("utf-8")
-            meta = meta_headers(self._store.table_index)
-            return Reply(failure.status, body, TEXT if body else None, [*meta, *failure.headers])
         path = go.unescape_path(request.raw_path)
         if not go.is_printable(path):
             return Reply(400)
@@ -125,6 +121,7 @@ class Agent:
             return Reply(200, headers=[("Allow", allow)])
         if request.method != "GET":
             raise HTTPError(405, f"method {request.method} not allowed", (("Allow", allow),))
+        self._faults.rpc()
         leader = f"{self._host}:8300"
         payload: object = leader if path.endswith("leader") else [leader]
         return Reply(200, go.to_json(payload), "application/json")

@@ -1,6 +1,8 @@
-"""Faults injected on demand: error answers and silence.
+"""Faults a real cluster shows, injected on demand: RPC errors and silence.
 
-* A queued failure answers the next request with its status and body, whatever the request.
+* A queued failure answers the next RPC the way Consul answers an RPC error: the status
+  and the error text, and none of the query headers (``X-Consul-Index``,
+  ``-KnownLeader``, ``-LastContact``), which Consul sets only on success.
 * A hang reads the request and never answers until released or the server stops.
 """
 
@@ -13,6 +15,22 @@ from http import HTTPStatus
 
 from breaker.testing._server._http import Dropped, HTTPError
 
+NO_LEADER = "No cluster leader"
+"""The error text of ``structs.ErrNoLeader``, what a leaderless cluster answers with a 500."""
+
+
+def default_body(status: int) -> str:
+    """Return the text Consul sends with ``status`` for an RPC error.
+
+    500 is what a leaderless cluster answers; 429 is the RPC rate limiter, which Consul
+    answers with an empty body; anything else gets the status phrase.
+    """
+    if status == 500:
+        return NO_LEADER
+    if status == 429:
+        return ""
+    return HTTPStatus(status).phrase
+
 
 class Faults:
     """The faults armed on a server; ``cond`` is the store's condition, shared."""
@@ -24,20 +42,20 @@ class Faults:
         self._hang_next = 0
         self._hang_gen = 0
 
-    # -- error answers ---------------------------------------------------------------------
+    # -- RPC errors ------------------------------------------------------------------------
 
     def fail_next(
         self, n: int, status: int, body: str | None, headers: Mapping[str, str] | None
     ) -> None:
-        """Queue ``n`` failures after the ones already queued."""
-        text = HTTPStatus(status).phrase if body is None else body
+        """Queue ``n`` RPC errors after the ones already queued."""
+        text = default_body(status) if body is None else body
         extra = tuple((headers or {}).items())
         with self._cond:
             for _ in range(n):
                 self._failures.append(HTTPError(status, text, extra))
 
     def take_failure(self) -> HTTPError | None:
-        """Return the next queued failure, if any."""
+        """Return the next queued RPC error, if any."""
         with self._cond:
             return self._failures.popleft() if self._failures else None
 
@@ -76,3 +94,9 @@ class Faults:
             self._hang_next = 0
             self._hang_gen += 1
             self._cond.notify_all()
+
+    def rpc(self) -> None:
+        """Pass one RPC through the armed faults: raise the next queued failure, if any."""
+        failure = self.take_failure()
+        if failure is not None:
+            raise failure

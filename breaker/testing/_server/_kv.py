@@ -2,7 +2,7 @@
 
 Order of checks, as in Consul: query options (``stale`` with ``consistent``, ``wait``,
 ``index``), the key (Consul 1.22 validation), then per method the request's own checks,
-then the RPC (the datacenter, the ACL) and the store.
+then the RPC (where injected failures strike), the datacenter, the ACL and the store.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from urllib.parse import unquote
 from breaker._duration import parse_go_duration
 from breaker.testing._server import _go as go
 from breaker.testing._server._acl import ACLs, Authorizer
+from breaker.testing._server._faults import Faults
 from breaker.testing._server._http import HTTPError, Reply
 from breaker.testing._server._store import Result, Store
 
@@ -58,8 +59,9 @@ class KVSettings:
 class KVEndpoint:
     """Serve GET, PUT and DELETE on ``/v1/kv/<key>`` from a `Store`."""
 
-    def __init__(self, store: Store, acls: ACLs, settings: KVSettings) -> None:
+    def __init__(self, store: Store, faults: Faults, acls: ACLs, settings: KVSettings) -> None:
         self._store = store
+        self._faults = faults
         self._acls = acls
         self._settings = settings
 
@@ -107,7 +109,8 @@ class KVEndpoint:
         return self._delete(call)
 
     def _rpc(self, call: _Call) -> Authorizer | None:
-        """Reach a server, which resolves the token."""
+        """Reach a server (injected failures strike here), which resolves the token."""
+        self._faults.rpc()
         if call.dc != DATACENTER:
             raise HTTPError(500, "No path to datacenter")
         return self._acls.resolve(call.token)
@@ -126,7 +129,7 @@ class KVEndpoint:
                 min_index, timeout, lambda: self._list(key, authz), call.cancelled
             )
             names = _roll_up(key, separator, [entry.key for entry in result.entries])
-            meta = meta_headers(result.index, result.filtered)
+            meta = _meta(result)
             if not names and key:
                 return Reply(404, headers=meta)
             return Reply(200, go.to_json(names, pretty=pretty), JSON, meta)
@@ -147,7 +150,7 @@ class KVEndpoint:
                 return self._store.query_get(key)
 
         result = self._store.block(min_index, timeout, query, call.cancelled)
-        meta = meta_headers(result.index, result.filtered)
+        meta = _meta(result)
         if not result.entries:
             return Reply(404, headers=meta)
         if params.has("raw") and not recurse:
@@ -222,15 +225,14 @@ class _Call:
     cancelled: Callable[[], bool]
 
 
-def meta_headers(index: int, filtered: bool = False) -> list[tuple[str, str]]:
-    """Return the query headers Consul sets on a read that reached the store."""
+def _meta(result: Result) -> list[tuple[str, str]]:
     # Go canonicalizes header names, hence "Knownleader" and "Lastcontact".
     meta = [
-        ("X-Consul-Index", str(max(index, 1))),
+        ("X-Consul-Index", str(max(result.index, 1))),
         ("X-Consul-Knownleader", "true"),
         ("X-Consul-Lastcontact", "0"),
     ]
-    if filtered:
+    if result.filtered:
         meta.append(("X-Consul-Results-Filtered-By-Acls", "true"))
     return meta
 

@@ -64,8 +64,8 @@ class ConsulServer:
         self._store = Store(start_index)
         self._faults = Faults(self._store.cond)
         settings = KVSettings(max_value_size, not disable_kv_key_validation, self.query_timeout)
-        kv = KVEndpoint(self._store, acls, settings)
-        self._agent = Agent(self._store, self._faults, acls, kv, host)
+        kv = KVEndpoint(self._store, self._faults, acls, settings)
+        self._agent = Agent(self._faults, acls, kv, self._store.cond, host)
 
         self._lifecycle = threading.Lock()
         self._httpd: HTTPServer | None = None
@@ -218,10 +218,13 @@ class ConsulServer:
         body: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Answer the next ``n`` requests with ``status`` (and ``body``), queued after earlier ones.
+        """Fail the next ``n`` RPCs with ``status``, queued after failures already armed.
 
-        The answers still carry ``X-Consul-Index`` so a client that reads the index before the
-        status is caught out. ``headers`` adds e.g. ``Retry-After`` to a 429.
+        An RPC is a request that passed the agent's own checks (path, query string, the
+        endpoint's parameters). The answer is shaped like Consul's RPC errors: ``body``
+        (default: "No cluster leader" for 500, empty for 429, else the status phrase) as
+        plain text, and no ``X-Consul-Index``/``-KnownLeader``/``-LastContact`` headers.
+        ``headers`` adds e.g. ``Retry-After`` to a 429.
         """
         self._faults.fail_next(n, status, body, headers)
 

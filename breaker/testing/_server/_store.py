@@ -73,12 +73,6 @@ class Store:
         with self.cond:
             return self._raft_index
 
-    @property
-    def table_index(self) -> int:
-        """Return the index of the last write that changed the table (at least 1)."""
-        with self.cond:
-            return max(self._table_index, 1)
-
     # -- writes ----------------------------------------------------------------------------
 
     def consume_index(self) -> int:
