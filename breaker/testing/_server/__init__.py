@@ -6,8 +6,8 @@ silent, what the agent's source does (``agent/http.go``, ``agent/kvs_endpoint.go
 ``agent/consul/kvs_endpoint.go``, ``agent/consul/state/kvs.go``, ``agent/blockingquery``).
 The parts, each a module:
 
-``_server``  `ConsulServer`: lifecycle, operator helpers, fault hooks.
-``_store``   keys, tombstones, the index rules, blocking queries.
+``_server``  `ConsulServer`: lifecycle, operator helpers, the cluster events it can stage.
+``_store``   keys, tombstones, the index rules, blocking queries, snapshots.
 ``_kv``      the ``/v1/kv/`` endpoint: parameters, key validation, the ``KVS.*`` RPCs.
 ``_acl``     tokens and ``key_prefix`` rules.
 ``_faults``  error answers and hangs.
@@ -42,6 +42,9 @@ Known differences from Consul, and why they remain:
   leading or trailing space, no ``..`` segment, none once percent-decoded again. Only the
   400 status is checked against Consul; the released source of the error texts could not
   be consulted, so the texts here are this server's own.
+* A restore wakes blocked queries with the answer they had read before it, as Consul's
+  abandoned state store does; the lower index shows on the next read, so a watcher that
+  blocks again on its old index waits out one ``wait`` before it sees the reset.
 * Gzipped answers carry a ``Content-Length``; Go streams the larger ones chunked.
   Compressed bytes differ from Go's ``compress/gzip`` (the decompressed bytes do not).
 * One datacenter, ``dc1``; one server; the leader is ``<host>:8300``.
@@ -49,12 +52,15 @@ Known differences from Consul, and why they remain:
 
 from breaker.testing._server._acl import ANONYMOUS_ACCESSOR_ID, ACLRule
 from breaker.testing._server._http import RecordedRequest
-from breaker.testing._server._server import MAX_VALUE_SIZE, ConsulServer
+from breaker.testing._server._server import MAX_VALUE_SIZE, ConsulServer, RestartMode
+from breaker.testing._server._store import KVSnapshot
 
 __all__ = [
     "ANONYMOUS_ACCESSOR_ID",
     "MAX_VALUE_SIZE",
     "ACLRule",
     "ConsulServer",
+    "KVSnapshot",
     "RecordedRequest",
+    "RestartMode",
 ]

@@ -6,6 +6,7 @@ import random
 import threading
 from collections.abc import Iterable, Mapping
 from types import TracebackType
+from typing import Literal
 
 from breaker.testing._server import _acl
 from breaker.testing._server._acl import ACLRule, ACLs, DefaultPolicy
@@ -13,10 +14,12 @@ from breaker.testing._server._agent import Agent
 from breaker.testing._server._faults import Faults
 from breaker.testing._server._http import JOIN_TIMEOUT, HTTPServer, RecordedRequest
 from breaker.testing._server._kv import KVEndpoint, KVSettings
-from breaker.testing._server._store import Store
+from breaker.testing._server._store import KVSnapshot, Store
 
 MAX_VALUE_SIZE = 512 * 1024
 """Consul's default ``kv_max_value_size``: larger PUT bodies are answered with 413."""
+
+RestartMode = Literal["rebuild", "agent", "restore"]
 
 _JITTER_FRACTION = 16
 
@@ -33,6 +36,20 @@ class ConsulServer:
     ``max_value_size``, ``default_query_time``, ``max_query_time`` and
     ``disable_kv_key_validation`` are the agent settings of the same names, with Consul's
     defaults.
+
+    Cluster events, and the Consul event each models:
+
+    * `restart` (``mode="rebuild"``, the default): the cluster is lost and rebuilt, its data
+      written back; connections drop, every key is at index 1 and the next write gets 2.
+    * ``restart(mode="agent")``: only the agent restarts; connections drop, data and
+      indexes stay.
+    * `restore` (``consul snapshot restore`` on a running cluster): data and indexes go back
+      to a `snapshot`; connections stay, blocked queries return at once with what they had
+      read, and reads after that see the snapshot's (lower) indexes.
+    * ``restart(mode="restore", snapshot=s)``: a cluster rebuilt from a snapshot after an
+      outage; connections drop, keys keep the ``ModifyIndex`` they had in the snapshot.
+    * `fail_next`: the next RPCs fail as Consul's RPC errors do (500 "No cluster leader" by
+      default, no index headers); `hang` / `hang_next`: requests are read, never answered.
     """
 
     def __init__(
@@ -111,16 +128,36 @@ class ConsulServer:
             httpd.server_close()
             httpd.drop_connections()
 
-    def restart(self, *, reset_index: bool = True) -> None:
-        """Stop and start again on the same port, keeping the data.
+    def restart(
+        self,
+        *,
+        reset_index: bool | None = None,
+        mode: RestartMode | None = None,
+        snapshot: KVSnapshot | None = None,
+    ) -> None:
+        """Stop and start again on the same port, as after the cluster event ``mode`` names.
 
-        With ``reset_index`` every entry is re-written at index 1 and the tombstones are gone,
-        as if a new cluster had restored the data: any prefix that held data or saw a write now
-        reports an index lower than before, and the next write gets index 2.
+        ``"rebuild"`` (the default): a new cluster with the data written back, every entry
+        at index 1, no tombstones; any prefix that held data or saw a write now reports an
+        index lower than before, and the next write gets index 2. ``"agent"``: data and
+        indexes kept. ``"restore"``: the state of ``snapshot``, entries at the indexes they
+        had then. ``reset_index=True`` / ``False`` is the older spelling of ``"rebuild"`` /
+        ``"agent"``.
         """
+        if reset_index is not None:
+            if mode is not None:
+                raise ValueError("give either reset_index or mode, not both")
+            mode = "rebuild" if reset_index else "agent"
+        mode = mode or "rebuild"
+        if mode not in ("rebuild", "agent", "restore"):
+            raise ValueError(f"mode must be 'rebuild', 'agent' or 'restore', not {mode!r}")
+        if (mode == "restore") != (snapshot is not None):
+            raise ValueError('a snapshot is needed with mode="restore", and only then')
         self.stop()
-        if reset_index:
+        if mode == "rebuild":
             self._store.rebuild()
+        elif snapshot is not None:
+            self._store.restore(snapshot, fresh_cluster=True)
         self.start()
 
     @property
@@ -165,6 +202,14 @@ class ConsulServer:
         """Return the last index a write consumed (Consul's raft index)."""
         return self._store.index
 
+    @property
+    def blocking_queries(self) -> int:
+        """Return how many blocking queries are waiting now (Consul's queries_blocking gauge).
+
+        Tests wait for it to reach a count before they change anything, instead of sleeping.
+        """
+        return self._store.blocked
+
     def put(self, key: str, value: bytes | str, flags: int = 0) -> int:
         """Write ``key`` and return its ModifyIndex (unchanged if the write changed nothing).
 
@@ -204,6 +249,20 @@ class ConsulServer:
         then report a lower index, which watchers must treat as a reset.
         """
         return self._store.reap_tombstones(up_to)
+
+    def snapshot(self) -> KVSnapshot:
+        """Return the KV data and indexes as they are now (``consul snapshot save``)."""
+        return self._store.snapshot()
+
+    def restore(self, snapshot: KVSnapshot) -> None:
+        """Bring back ``snapshot`` on the running server (``consul snapshot restore``).
+
+        Keys and tombstones become the snapshot's, at the indexes they had then; the next
+        write gets an index above any seen before. Connections stay open; blocked queries
+        return at once with what they had read before the restore (Consul abandons the old
+        state), so the lower index shows on the next read.
+        """
+        self._store.restore(snapshot)
 
     def accessor_id(self, secret: str) -> str:
         """Return the AccessorID this server reports for the token ``secret`` in denials."""

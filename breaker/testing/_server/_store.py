@@ -8,6 +8,8 @@
   whole table; the root reports the table's index; nothing is ever reported below 1.
 * A blocking query waits for its index to pass ``index``, or for its time to run out; a
   query on a missing key waits for the key, not for other writes.
+* A snapshot restore abandons the state: blocked queries return at once with what they had
+  read (Consul's ``AbandonCh``), and later reads see the snapshot's data and indexes.
 
 Every method takes the store's lock itself; the condition `cond` is shared with the fault
 hooks and the server so that one ``notify_all`` wakes every waiting request.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from breaker.testing._server._http import Dropped
@@ -47,6 +49,40 @@ class Entry:
         }
 
 
+class KVSnapshot:
+    """The KV data and its indexes at one moment, as ``consul snapshot save`` keeps them.
+
+    Take one with `ConsulServer.snapshot`; give it to `ConsulServer.restore` (or
+    ``restart(mode="restore", snapshot=...)``) to bring that state back.
+    """
+
+    __slots__ = ("_entries", "_raft_index", "_table_index", "_tombstones")
+
+    def __init__(
+        self,
+        entries: Mapping[str, Entry],
+        tombstones: Mapping[str, int],
+        raft_index: int,
+        table_index: int,
+    ) -> None:
+        self._entries = dict(entries)
+        self._tombstones = dict(tombstones)
+        self._raft_index = raft_index
+        self._table_index = table_index
+
+    @property
+    def index(self) -> int:
+        """Return the raft index the snapshot was taken at."""
+        return self._raft_index
+
+    def keys(self) -> list[str]:
+        """Return the keys the snapshot holds, sorted."""
+        return sorted(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<KVSnapshot index={self._raft_index} keys={len(self._entries)}>"
+
+
 @dataclass
 class Result:
     """What one run of a query read, and the index it reports."""
@@ -66,12 +102,20 @@ class Store:
         self._tombstones: dict[str, int] = {}
         self._raft_index = start_index
         self._table_index = 0
+        self._restores = 0
+        self._blocked = 0
 
     @property
     def index(self) -> int:
         """Return the last index a write consumed (Consul's raft index)."""
         with self.cond:
             return self._raft_index
+
+    @property
+    def blocked(self) -> int:
+        """Return how many blocking queries are waiting now."""
+        with self.cond:
+            return self._blocked
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -144,6 +188,26 @@ class Store:
 
     # -- whole-state operations ------------------------------------------------------------
 
+    def snapshot(self) -> KVSnapshot:
+        """Return the data and indexes as they are now."""
+        with self.cond:
+            return KVSnapshot(self._entries, self._tombstones, self._raft_index, self._table_index)
+
+    def restore(self, snapshot: KVSnapshot, *, fresh_cluster: bool = False) -> None:
+        """Replace the state with ``snapshot`` and abandon the old one (wakes blocked reads).
+
+        Raft restores a snapshot at an index above both its own and the snapshot's, so the
+        next write still gets a new index; a rebuilt cluster starts from the snapshot's.
+        """
+        with self.cond:
+            above = snapshot._raft_index if fresh_cluster else self._raft_index
+            self._entries = dict(snapshot._entries)
+            self._tombstones = dict(snapshot._tombstones)
+            self._table_index = snapshot._table_index
+            self._raft_index = max(above, snapshot._raft_index) + 1
+            self._restores += 1
+            self.cond.notify_all()
+
     def rebuild(self) -> None:
         """Re-seed the data into a new cluster: every entry at index 1, no tombstones."""
         with self.cond:
@@ -154,6 +218,7 @@ class Store:
             self._tombstones.clear()
             self._raft_index = 1
             self._table_index = 1 if self._entries else 0
+            self._restores += 1
             self.cond.notify_all()
 
     # -- reads -----------------------------------------------------------------------------
@@ -206,8 +271,9 @@ class Store:
     ) -> Result:
         """Run ``query`` as ``blockingquery.Query``: until its index passes ``min_index``.
 
-        Returns at once when ``min_index`` is 0, or when ``timeout`` runs out; raises
-        `Dropped` when ``cancelled`` says the server is stopping.
+        Returns at once when ``min_index`` is 0, when the state is abandoned by a restore
+        (with the result read before it) or when ``timeout`` runs out; raises `Dropped`
+        when ``cancelled`` says the server is stopping.
         """
         with self.cond:
             if cancelled():
@@ -216,19 +282,26 @@ class Store:
             if min_index == 0:
                 return result
             deadline = time.monotonic() + timeout
+            restores = self._restores
             seen_not_found = False
-            while True:
-                if result.not_found:
-                    # A key still missing after a wake-up has not changed: keep waiting.
-                    if seen_not_found:
-                        min_index = result.index
-                    seen_not_found = True
-                if result.index > min_index:
-                    return result
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return result
-                self.cond.wait(remaining)
-                if cancelled():
-                    raise Dropped
-                result = query()
+            self._blocked += 1
+            try:
+                while True:
+                    if result.not_found:
+                        # A key still missing after a wake-up has not changed: keep waiting.
+                        if seen_not_found:
+                            min_index = result.index
+                        seen_not_found = True
+                    if result.index > min_index:
+                        return result
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return result
+                    self.cond.wait(remaining)
+                    if cancelled():
+                        raise Dropped
+                    if self._restores != restores:
+                        return result
+                    result = query()
+            finally:
+                self._blocked -= 1
