@@ -1,8 +1,9 @@
-"""Cluster events the server stages: rebuild, agent restart, snapshot restore."""
+"""Cluster events the server stages: rebuild, agent restart, snapshot restore, elections."""
 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -161,3 +162,104 @@ def test_restart_refuses_arguments_that_do_not_fit(
         consul_server.restart(**kwargs)  # type: ignore[arg-type]
 
     assert consul_server.running
+
+
+# -- leader elections --------------------------------------------------------------------
+
+
+def test_an_rpc_waits_out_a_short_election_and_answers(consul_server: ConsulServer) -> None:
+    consul_server.put("k", "v")
+    began = time.monotonic()
+    consul_server.begin_election(0.2)
+
+    answer = fetch(consul_server.url + "/v1/kv/k?raw")
+
+    assert time.monotonic() - began >= 0.2  # not before a leader was elected
+    assert (answer.status_code, answer.content) == (200, b"v")
+    assert answer.headers["X-Consul-KnownLeader"] == "true"
+
+
+def test_an_rpc_held_past_rpc_hold_timeout_fails_with_no_leader(
+    consul_server: ConsulServer,
+) -> None:
+    consul_server.begin_election(rpc_hold_timeout=0.1)
+    started = time.monotonic()
+
+    answer = send(consul_server.url, "GET", "/v1/kv/k")
+
+    assert time.monotonic() - started >= 0.1
+    assert (answer.status, answer.body) == (500, b"No cluster leader")
+    assert answer.headers["X-Consul-Index"] is None
+    assert answer.headers["X-Consul-KnownLeader"] is None
+
+
+def test_end_election_releases_held_rpcs(
+    consul_server: ConsulServer, pool: ThreadPoolExecutor
+) -> None:
+    consul_server.put("k", "v")
+    consul_server.begin_election()  # the default hold, 7 s, is longer than the wait below
+    held = pool.submit(fetch, consul_server.url + "/v1/kv/k?raw")
+    wait_until(lambda: len(consul_server.requests_log) == 1)
+
+    consul_server.end_election()
+
+    assert held.result(timeout=5).content == b"v"
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [("PUT", "/v1/kv/k"), ("DELETE", "/v1/kv/k"), ("GET", "/v1/status/leader")],
+)
+def test_writes_and_status_need_the_leader_too(
+    consul_server: ConsulServer, method: str, target: str
+) -> None:
+    consul_server.put("k", "v")
+    consul_server.begin_election(rpc_hold_timeout=0)
+
+    answer = send(consul_server.url, method, target, body=b"new")
+
+    assert (answer.status, answer.body) == (500, b"No cluster leader")
+    assert consul_server.get("k") == b"v"
+
+
+def test_a_stale_read_is_served_without_a_leader(consul_server: ConsulServer) -> None:
+    consul_server.put("k", "v")
+    consul_server.begin_election(rpc_hold_timeout=0)
+
+    stale = fetch(consul_server.url + "/v1/kv/k?stale&raw")
+    consul_server.end_election()
+    after = fetch(consul_server.url + "/v1/kv/k?stale&raw")
+
+    assert (stale.status_code, stale.content) == (200, b"v")
+    assert stale.headers["X-Consul-KnownLeader"] == "false"
+    assert int(stale.headers["X-Consul-LastContact"]) >= 0
+    assert after.headers["X-Consul-KnownLeader"] == "true"
+    assert after.headers["X-Consul-LastContact"] == "0"
+
+
+def test_a_queued_failure_strikes_before_the_hold(consul_server: ConsulServer) -> None:
+    consul_server.begin_election()
+    consul_server.fail_next(status=429)
+
+    assert send(consul_server.url, "GET", "/v1/kv/k").status == 429
+
+
+def test_stop_drops_rpcs_held_for_a_leader(
+    consul_server: ConsulServer, pool: ThreadPoolExecutor
+) -> None:
+    consul_server.begin_election()
+    held = pool.submit(fetch, consul_server.url + "/v1/kv/k")
+    wait_until(lambda: len(consul_server.requests_log) == 1)
+
+    consul_server.stop()
+
+    with pytest.raises(requests.exceptions.ConnectionError):
+        held.result(timeout=5)
+
+
+@pytest.mark.parametrize("kwargs", [{"duration": -1.0}, {"rpc_hold_timeout": -1.0}])
+def test_an_election_needs_durations_that_are_not_negative(
+    consul_server: ConsulServer, kwargs: dict[str, float]
+) -> None:
+    with pytest.raises(ValueError):
+        consul_server.begin_election(**kwargs)

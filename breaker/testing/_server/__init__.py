@@ -10,7 +10,7 @@ The parts, each a module:
 ``_store``   keys, tombstones, the index rules, blocking queries, snapshots.
 ``_kv``      the ``/v1/kv/`` endpoint: parameters, key validation, the ``KVS.*`` RPCs.
 ``_acl``     tokens and ``key_prefix`` rules.
-``_faults``  error answers and hangs.
+``_faults``  RPC errors, hangs, leader elections with Consul's ``rpc_hold_timeout``.
 ``_agent``   the HTTP stack around endpoints: ServeMux, gzip, ``wrap``.
 ``_http``    the wire: a threaded HTTP/1.1 server whose connections can be cut.
 ``_go``      what Go's standard library does with paths, parameters, JSON and quoting.
@@ -45,8 +45,12 @@ Known differences from Consul, and why they remain:
 * A restore wakes blocked queries with the answer they had read before it, as Consul's
   abandoned state store does; the lower index shows on the next read, so a watcher that
   blocks again on its old index waits out one ``wait`` before it sees the reset.
+* A held RPC proceeds the moment an election ends; Consul retries inside
+  ``rpc_hold_timeout`` with jitter, so it answers up to ``rpc_hold_timeout/16`` later.
 * Gzipped answers carry a ``Content-Length``; Go streams the larger ones chunked.
   Compressed bytes differ from Go's ``compress/gzip`` (the decompressed bytes do not).
+* ``X-Consul-LastContact`` is 0 with a leader; a stale read during an election reports the
+  time since the leader was lost. Consul reports the follower's real lag.
 * One datacenter, ``dc1``; one server; the leader is ``<host>:8300``.
 """
 

@@ -121,7 +121,7 @@ class Agent:
             return Reply(200, headers=[("Allow", allow)])
         if request.method != "GET":
             raise HTTPError(405, f"method {request.method} not allowed", (("Allow", allow),))
-        self._faults.rpc()
+        self._faults.rpc(self.cancelled(request.epoch), stale=False)
         leader = f"{self._host}:8300"
         payload: object = leader if path.endswith("leader") else [leader]
         return Reply(200, go.to_json(payload), "application/json")

@@ -2,7 +2,7 @@
 
 Order of checks, as in Consul: query options (``stale`` with ``consistent``, ``wait``,
 ``index``), the key (Consul 1.22 validation), then per method the request's own checks,
-then the RPC (where injected failures strike), the datacenter, the ACL and the store.
+then the RPC (where leader loss and injected failures strike), the ACL and the store.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from urllib.parse import unquote
 from breaker._duration import parse_go_duration
 from breaker.testing._server import _go as go
 from breaker.testing._server._acl import ACLs, Authorizer
-from breaker.testing._server._faults import Faults
+from breaker.testing._server._faults import Faults, Leadership
 from breaker.testing._server._http import HTTPError, Reply
 from breaker.testing._server._store import Result, Store
 
@@ -108,12 +108,12 @@ class KVEndpoint:
             return self._put(call, body)
         return self._delete(call)
 
-    def _rpc(self, call: _Call) -> Authorizer | None:
-        """Reach a server (injected failures strike here), which resolves the token."""
-        self._faults.rpc()
+    def _rpc(self, call: _Call) -> tuple[Leadership, Authorizer | None]:
+        """Reach a server (faults strike here), which resolves the token."""
+        leader = self._faults.rpc(call.cancelled, stale=call.params.has("stale"))
         if call.dc != DATACENTER:
             raise HTTPError(500, "No path to datacenter")
-        return self._acls.resolve(call.token)
+        return leader, self._acls.resolve(call.token)
 
     def _get(self, call: _Call, wait: float | None, min_index: int) -> Reply:
         params = call.params
@@ -124,19 +124,19 @@ class KVEndpoint:
             separator = params.get("separator") if params.has("separator") else ""
             if not separator and params.has("seperator"):
                 separator = params.get("seperator")
-            authz = self._rpc(call)
+            leader, authz = self._rpc(call)
             result = self._store.block(
                 min_index, timeout, lambda: self._list(key, authz), call.cancelled
             )
             names = _roll_up(key, separator, [entry.key for entry in result.entries])
-            meta = _meta(result)
+            meta = _meta(result, leader)
             if not names and key:
                 return Reply(404, headers=meta)
             return Reply(200, go.to_json(names, pretty=pretty), JSON, meta)
         recurse = params.has("recurse")
         if not recurse and not key:
             raise HTTPError(400, "Missing key name")
-        authz = self._rpc(call)
+        leader, authz = self._rpc(call)
         if recurse:
 
             def query() -> Result:
@@ -150,7 +150,7 @@ class KVEndpoint:
                 return self._store.query_get(key)
 
         result = self._store.block(min_index, timeout, query, call.cancelled)
-        meta = _meta(result)
+        meta = _meta(result, leader)
         if not result.entries:
             return Reply(404, headers=meta)
         if params.has("raw") and not recurse:
@@ -182,7 +182,7 @@ class KVEndpoint:
                 f"Request body({len(body)} bytes) too large, "
                 f"max size: {limit} bytes. See {_MAX_VALUE_SIZE_DOC}.",
             )
-        authz = self._rpc(call)
+        _, authz = self._rpc(call)
         if authz is not None and not authz.can_write(call.key):
             raise authz.denied("write", call.key)
         if params.has("acquire") or params.has("release"):
@@ -203,7 +203,7 @@ class KVEndpoint:
         if not recurse and not call.key:
             raise HTTPError(400, "Missing key name")
         cas = _uint(params.get("cas")) if params.has("cas") else None
-        authz = self._rpc(call)
+        _, authz = self._rpc(call)
         if authz is not None:
             allowed = authz.can_write_prefix(call.key) if recurse else authz.can_write(call.key)
             if not allowed:
@@ -225,12 +225,12 @@ class _Call:
     cancelled: Callable[[], bool]
 
 
-def _meta(result: Result) -> list[tuple[str, str]]:
+def _meta(result: Result, leader: Leadership) -> list[tuple[str, str]]:
     # Go canonicalizes header names, hence "Knownleader" and "Lastcontact".
     meta = [
         ("X-Consul-Index", str(max(result.index, 1))),
-        ("X-Consul-Knownleader", "true"),
-        ("X-Consul-Lastcontact", "0"),
+        ("X-Consul-Knownleader", "true" if leader.known else "false"),
+        ("X-Consul-Lastcontact", str(leader.last_contact_ms)),
     ]
     if result.filtered:
         meta.append(("X-Consul-Results-Filtered-By-Acls", "true"))

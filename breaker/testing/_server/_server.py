@@ -11,7 +11,7 @@ from typing import Literal
 from breaker.testing._server import _acl
 from breaker.testing._server._acl import ACLRule, ACLs, DefaultPolicy
 from breaker.testing._server._agent import Agent
-from breaker.testing._server._faults import Faults
+from breaker.testing._server._faults import RPC_HOLD_TIMEOUT, Faults
 from breaker.testing._server._http import JOIN_TIMEOUT, HTTPServer, RecordedRequest
 from breaker.testing._server._kv import KVEndpoint, KVSettings
 from breaker.testing._server._store import KVSnapshot, Store
@@ -48,6 +48,10 @@ class ConsulServer:
       read, and reads after that see the snapshot's (lower) indexes.
     * ``restart(mode="restore", snapshot=s)``: a cluster rebuilt from a snapshot after an
       outage; connections drop, keys keep the ``ModifyIndex`` they had in the snapshot.
+    * `begin_election` / `end_election`: the leader is lost; RPCs that need one wait up to
+      ``rpc_hold_timeout`` (Consul's default 7 s) and then fail with 500 "No cluster
+      leader", or proceed as soon as a leader is elected: they answer late, not never.
+      ``?stale`` reads are served at once with ``X-Consul-KnownLeader: false``.
     * `fail_next`: the next RPCs fail as Consul's RPC errors do (500 "No cluster leader" by
       default, no index headers); `hang` / `hang_next`: requests are read, never answered.
     """
@@ -294,6 +298,21 @@ class ConsulServer:
     def hang(self, enabled: bool = True) -> None:
         """Read every request and never answer; ``hang(False)`` drops the held ones unanswered."""
         self._faults.hang(enabled)
+
+    def begin_election(
+        self, duration: float | None = None, *, rpc_hold_timeout: float = RPC_HOLD_TIMEOUT
+    ) -> None:
+        """Lose the leader; elect a new one after ``duration`` seconds, or at `end_election`.
+
+        Meanwhile every RPC but a ``?stale`` read waits for the leader, at most
+        ``rpc_hold_timeout`` seconds, then fails with 500 "No cluster leader". Consul retries
+        with jitter inside the hold; here a held RPC proceeds the moment a leader is elected.
+        """
+        self._faults.begin_election(duration, rpc_hold_timeout)
+
+    def end_election(self) -> None:
+        """Elect a leader now: held RPCs proceed."""
+        self._faults.end_election()
 
     @property
     def requests_log(self) -> list[RecordedRequest]:
