@@ -302,6 +302,17 @@ def test_delete_with_recurse_and_cas_is_400(http: requests.Session, kv: str) -> 
     assert response.text.startswith("Conflicting flags: ")
 
 
+def test_conflicting_flags_are_listed_as_url_values_encodes_them(
+    consul: ConsulHandle, consul_prefix: str
+) -> None:
+    target = f"/v1/kv/{consul_prefix}k?cas=0&acquire=a+b&flags=1"
+
+    answer = send(consul.url, "PUT", target, body=b"v", token=consul.token)
+
+    assert answer.status == 400
+    assert answer.body == b"Conflicting flags: acquire=a+b&cas=0&flags=1\n"
+
+
 # -- key validation (Consul 1.22) --------------------------------------------------------
 
 REFUSED_KEYS = [

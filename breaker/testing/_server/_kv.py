@@ -264,4 +264,4 @@ def _roll_up(prefix: str, separator: str, keys: Sequence[str]) -> list[str]:
 
 def _check_conflicts(params: go.Values, names: Sequence[str]) -> None:
     if sum(params.has(name) for name in names) > 1:
-        raise HTTPError(400, f"Conflicting flags: {params.encode()}")
+        raise HTTPError(400, f"Conflicting flags: {params.encode()}\n")
