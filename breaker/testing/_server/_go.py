@@ -1,8 +1,8 @@
 """What Go's standard library does with the bytes a Consul agent receives and sends.
 
 Consul is a Go program: how a path is unescaped and cleaned, which characters count as
-printable or as space, how a query string is split, how JSON and quoted strings look, all come from
-``net/url``, ``net/http``, ``unicode``, ``strconv`` and ``encoding/json``. Each helper
+printable or as space, how a query string is split, how JSON and quoted strings look, all
+come from ``net/url``, ``net/http``, ``unicode``, ``strconv`` and ``encoding/json``. Each helper
 here follows one of those functions, named in its docstring.
 """
 
