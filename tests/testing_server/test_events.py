@@ -237,6 +237,15 @@ def test_a_stale_read_is_served_without_a_leader(consul_server: ConsulServer) ->
     assert after.headers["X-Consul-LastContact"] == "0"
 
 
+def test_only_reads_can_be_stale(consul_server: ConsulServer) -> None:
+    consul_server.begin_election(rpc_hold_timeout=0)
+
+    answer = send(consul_server.url, "PUT", "/v1/kv/k?stale", body=b"v")
+
+    assert (answer.status, answer.body) == (500, b"No cluster leader")
+    assert consul_server.get("k") is None
+
+
 def test_a_queued_failure_strikes_before_the_hold(consul_server: ConsulServer) -> None:
     consul_server.begin_election()
     consul_server.fail_next(status=429)

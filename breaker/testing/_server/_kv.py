@@ -35,7 +35,7 @@ def validate_key(key: str) -> None:
     is percent-decoded again (``..%2F`` sent as ``..%252F``).
     Anything else is a valid key, spaces, colons, ``%`` and non-ASCII letters included.
     """
-    if key != key.strip("".join(go.SPACE)):
+    if key != key.strip(go.SPACE):
         raise HTTPError(400, "key must not have leading or trailing spaces")
     if _traverses(key):
         raise HTTPError(400, "key contains path traversal")
@@ -84,6 +84,7 @@ class KVEndpoint:
             params=params,
             dc=params.get("dc") or DATACENTER,
             token=self._acls.token_of(params, headers),
+            stale_read=method == "GET" and params.has("stale"),
             cancelled=cancelled,
         )
         if params.has("stale") and params.has("consistent"):
@@ -110,7 +111,7 @@ class KVEndpoint:
 
     def _rpc(self, call: _Call) -> tuple[Leadership, Authorizer | None]:
         """Reach a server (faults strike here), which resolves the token."""
-        leader = self._faults.rpc(call.cancelled, stale=call.params.has("stale"))
+        leader = self._faults.rpc(call.cancelled, stale=call.stale_read)
         if call.dc != DATACENTER:
             raise HTTPError(500, "No path to datacenter")
         return leader, self._acls.resolve(call.token)
@@ -222,6 +223,7 @@ class _Call:
     params: go.Values
     dc: str
     token: str
+    stale_read: bool
     cancelled: Callable[[], bool]
 
 
