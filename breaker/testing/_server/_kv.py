@@ -122,9 +122,10 @@ class KVEndpoint:
         timeout = self._settings.query_timeout(wait)
         pretty = params.has("pretty")
         if params.has("keys"):
-            separator = params.get("separator") if params.has("separator") else ""
-            if not separator and params.has("seperator"):
-                separator = params.get("seperator")
+            separator = ""
+            for name in ("seperator", "separator"):  # Consul's historic spelling first
+                if params.has(name):
+                    separator = params.get(name)
             leader, authz = self._rpc(call)
             result = self._store.block(
                 min_index, timeout, lambda: self._list(key, authz), call.cancelled
