@@ -837,6 +837,27 @@ class Breaker:
         if deliver:
             self._deliver()
 
+    def _calls(self) -> int:
+        """Return how many calls the breaker has seen, for the provider's idle sweep."""
+        return (
+            self._ok
+            + self._n_failure
+            + self._n_slow
+            + self._n_excluded
+            + self._n_rejected
+            + self._n_cancelled
+        )
+
+    def _idle(self) -> bool:
+        """Return whether dropping the breaker loses nothing: closed, nothing counted."""
+        window = self._window
+        return (
+            self._st.era.state is _CLOSED
+            and not self._st.failures
+            and not self._queue
+            and (window is None or not window.failures)
+        )
+
     # -- reporting ------------------------------------------------------------------------
 
     def _take_events(self) -> None:

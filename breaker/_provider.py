@@ -29,6 +29,8 @@ Listener = Callable[[StateChange], None]
 _log = logging.getLogger("breaker.policies")
 _state_log = logging.getLogger("breaker.state")
 _SUFFIX = ".json"
+DEFAULT_MAX_BREAKERS = 10_000
+"""Breakers a provider keeps before it starts dropping idle ones (see `new`)."""
 DEFAULT_DOCUMENT = "_default"
 """The name whose document (``<policies_path>_default.json``) is the service-wide default."""
 
@@ -123,6 +125,7 @@ class Provider:
         default_policy: Policy,
         clock: Clock,
         wall_clock: Clock,
+        max_breakers: int = DEFAULT_MAX_BREAKERS,
     ) -> None:
         self._config = config
         self._coord = coord
@@ -135,6 +138,12 @@ class Provider:
         self._policies: Mapping[str, Policy] = MappingProxyType({})
         self._raw: dict[str, bytes] = {}
         self._breakers: dict[str, Breaker] = {}
+        # Breakers dropped as idle, still alive while someone holds them (a decorator, a
+        # client): get_breaker finds them again, so one name never has two breakers.
+        self._idle: weakref.WeakValueDictionary[str, Breaker] = weakref.WeakValueDictionary()
+        self._max_breakers = max_breakers
+        self._calls_seen: dict[str, int] = {}
+        self._created_since_sweep = 0
         self._listeners: tuple[Listener, ...] = ()
         self._invalid = 0
         self._lock = threading.Lock()  # guards creating breakers and swapping policies
@@ -145,6 +154,7 @@ class Provider:
         )
         self._finalizer.atexit = False
         self._closed = False
+        self._forking: list[Breaker] = []
         _fork.register(self, _fork.PROVIDER)
 
     def __repr__(self) -> str:
@@ -187,16 +197,49 @@ class Provider:
         with self._lock:
             brk = self._breakers.get(name)
             if brk is None:
-                brk = Breaker(
-                    name, self.policy(name), clock=self._clock, wall=self._wall, notify=self._notify
-                )
+                brk = self._idle.pop(name, None)
+                if brk is None:
+                    brk = Breaker(
+                        name,
+                        self.policy(name),
+                        clock=self._clock,
+                        wall=self._wall,
+                        notify=self._notify,
+                    )
+                    self._created_since_sweep += 1
                 self._breakers[name] = brk
+                if len(self._breakers) > self._max_breakers:
+                    self._sweep()
         return brk
 
     def breakers(self) -> Mapping[str, Breaker]:
         """Return the live breakers by name (a snapshot)."""
         with self._lock:
-            return MappingProxyType(dict(self._breakers))
+            return MappingProxyType(self._all_breakers())
+
+    def _all_breakers(self) -> dict[str, Breaker]:
+        found = dict(self._idle.items())
+        found.update(self._breakers)
+        return found
+
+    def _sweep(self) -> None:
+        """Drop breakers that are closed, count nothing and had no call since the last sweep.
+
+        Runs (lock held) when the registry passes ``max_breakers``, at most once per tenth
+        of it in new breakers, so its cost stays constant per created breaker.
+        """
+        if self._created_since_sweep < max(1, self._max_breakers // 10):
+            return
+        self._created_since_sweep = 0
+        seen = self._calls_seen
+        for name, brk in list(self._breakers.items()):
+            calls = brk._calls()
+            if seen.get(name) == calls and brk._idle():
+                del self._breakers[name]
+                del seen[name]
+                self._idle[name] = brk
+            else:
+                seen[name] = calls
 
     def circuit(
         self,
@@ -342,7 +385,7 @@ class Provider:
         with self._lock:
             self._policies = MappingProxyType(new)
             self._default = default
-            live = list(self._breakers.values())
+            live = list(self._all_breakers().values())
         adopted = []
         for brk in live:
             policy = self.policy(brk.name)
@@ -408,20 +451,23 @@ class Provider:
     def _fork_acquire(self) -> None:
         self._update_lock.acquire()
         self._lock.acquire()
-        for brk in self._breakers.values():
+        self._forking = list(self._all_breakers().values())
+        for brk in self._forking:
             brk._lock_for_fork()
 
     def _fork_release(self) -> None:
-        for brk in self._breakers.values():
+        for brk in self._forking:
             brk._unlock_after_fork()
+        self._forking = []
         self._lock.release()
         self._update_lock.release()
 
     def _fork_reset(self) -> None:
         self._update_lock = threading.Lock()
         self._lock = threading.Lock()
-        for brk in self._breakers.values():
+        for brk in self._forking:
             brk._reset_after_fork()
+        self._forking = []
 
 
 def new(
@@ -432,6 +478,7 @@ def new(
     clock: Clock = time.monotonic,
     wall_clock: Clock = time.time,
     strict: bool = False,
+    max_breakers: int = DEFAULT_MAX_BREAKERS,
 ) -> Provider:
     """Create a Provider: load every policy under ``config.policies_path``, then watch for changes.
 
@@ -440,6 +487,11 @@ def new(
     soon as it can, unless ``strict`` asks for `CoordError` instead. The provider owns
     ``coord`` and closes it. ``clock`` (monotonic seconds) and ``wall_clock`` (Unix
     time, for ``modeUntil``) are injectable for tests.
+
+    Beyond ``max_breakers`` breakers (per-host or per-method names are unbounded), breakers
+    that are closed, count nothing and had no call since the last look are dropped; an
+    open or half-open breaker never is, and one still held elsewhere stays the breaker of
+    its name.
     """
     if not isinstance(config, Config):
         raise TypeError(f"new: config must be a breaker.Config, got {type(config).__name__}")
@@ -447,6 +499,8 @@ def new(
         raise TypeError(
             f"new: default_policy must be a breaker.Policy, got {type(default_policy).__name__}"
         )
+    if isinstance(max_breakers, bool) or not isinstance(max_breakers, int) or max_breakers < 1:
+        raise ValueError(f"new: max_breakers must be an integer >= 1, got {max_breakers!r}")
     if not isinstance(coord, Coord):
         raise TypeError(f"new: coord must implement breaker.Coord, got {type(coord).__name__}")
     provider = Provider(
@@ -455,6 +509,7 @@ def new(
         default_policy=default_policy if default_policy is not None else Policy(),
         clock=clock,
         wall_clock=wall_clock,
+        max_breakers=max_breakers,
     )
     try:
         provider._start(strict=strict)

@@ -527,3 +527,70 @@ class TestUnclosed:
             gc.collect()
         assert ref() is None
         coord.put(PREFIX + "payments.json", "{}")  # nobody to deliver to, nothing breaks
+
+
+class TestManyBreakers:
+    def make(self, clock: FakeClock, coord: MemoryCoord | None = None) -> breaker.Provider:
+        return breaker.new(
+            Config("s", PREFIX),
+            coord=coord or MemoryCoord(),
+            clock=clock,
+            default_policy=Policy(failure_threshold=2),
+            max_breakers=100,
+        )
+
+    def test_idle_closed_breakers_are_dropped_beyond_the_cap(self, clock: FakeClock) -> None:
+        with self.make(clock) as provider:
+            for i in range(1000):
+                provider.get_breaker(f"host-{i}").do(lambda: None)
+            assert len(provider.breakers()) <= 120
+            gc.collect()
+            assert len(provider.breakers()) <= 120
+
+    def test_open_half_open_and_counting_breakers_are_kept(self, clock: FakeClock) -> None:
+        with self.make(clock) as provider:
+            opened = provider.get_breaker("opened")
+            counting = provider.get_breaker("counting")
+            for _ in range(2):
+                with pytest.raises(Boom):
+                    opened.do(fail)
+            with pytest.raises(Boom):
+                counting.do(fail)  # one failure of two counted
+            for i in range(1000):
+                provider.get_breaker(f"host-{i}").do(lambda: None)
+            names = set(provider.breakers())
+            assert {"opened", "counting"} <= names
+            del opened, counting
+            gc.collect()
+            assert {"opened", "counting"} <= set(provider.breakers())
+            assert provider.get_breaker("opened").state is State.OPEN
+
+    def test_a_breaker_held_elsewhere_stays_the_breaker_of_its_name(self, clock: FakeClock) -> None:
+        with self.make(clock) as provider:
+
+            @provider.circuit("held")
+            def call() -> None:
+                raise Boom
+
+            with pytest.raises(Boom):
+                call()
+            provider.get_breaker("held").do(lambda: None)  # resets the failure count
+            for i in range(1000):
+                provider.get_breaker(f"host-{i}").do(lambda: None)
+            gc.collect()
+            for _ in range(2):
+                with pytest.raises((Boom, BreakerOpenError)):
+                    call()
+            assert provider.get_breaker("held").state is State.OPEN  # one breaker, not two
+
+    def test_a_dropped_name_comes_back_with_its_policy(self, clock: FakeClock) -> None:
+        coord = MemoryCoord({PREFIX + "host-7.json": '{"failureThreshold": 9}'})
+        with self.make(clock, coord) as provider:
+            for i in range(1000):
+                provider.get_breaker(f"host-{i}").do(lambda: None)
+            gc.collect()
+            assert provider.get_breaker("host-7").policy.failure_threshold == 9
+
+    def test_the_cap_must_be_positive(self, coord: MemoryCoord) -> None:
+        with pytest.raises(ValueError, match="max_breakers"):
+            breaker.new(Config("s", PREFIX), coord=coord, max_breakers=0)
