@@ -25,20 +25,22 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-R_co = TypeVar("R_co", covariant=True)
 ExcludeItem = type[BaseException] | Callable[[BaseException], bool]
 FailureIf = Callable[[Any], object]
 
 _log = logging.getLogger("breaker")
 
 
-class CircuitDecorator(Protocol[P, R_co]):
-    """What ``circuit(..., fallback=f)`` returns: it guards functions whose parameters f takes."""
+class CircuitDecorator(Protocol[P, R]):
+    """What ``circuit(..., fallback=f)`` returns: it guards functions whose parameters f takes.
+
+    An ``async def`` may have a plain fallback that returns what it would have awaited.
+    """
 
     @overload
     def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], /
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]: ...

@@ -7,15 +7,15 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timezone
 from types import MappingProxyType, TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import attrs
 
 from breaker import _fork
-from breaker._decorators import ExcludeItem, FailureIf, Guard, circuit
+from breaker._decorators import CircuitDecorator, ExcludeItem, FailureIf, Guard, circuit
 from breaker._engine import Breaker, Clock
 from breaker._exceptions import CoordError, PolicyError
 from breaker._policy import Policy, format_timestamp
@@ -24,6 +24,7 @@ from breaker.coord._base import Coord, CoordHealth, Snapshot, Watch
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 Listener = Callable[[StateChange], None]
 
 _log = logging.getLogger("breaker.policies")
@@ -240,6 +241,36 @@ class Provider:
                 self._idle[name] = brk
             else:
                 seen[name] = calls
+
+    @overload
+    def circuit(
+        self,
+        name: str,
+        *,
+        exclude: Iterable[ExcludeItem] = (),
+        fallback: None = None,
+        failure_if: FailureIf | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    @overload
+    def circuit(  # type: ignore[overload-overlap]
+        self,
+        name: str,
+        *,
+        exclude: Iterable[ExcludeItem] = (),
+        fallback: Callable[Concatenate[Exception, P], Awaitable[T]],
+        failure_if: FailureIf | None = None,
+    ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
+
+    @overload
+    def circuit(
+        self,
+        name: str,
+        *,
+        exclude: Iterable[ExcludeItem] = (),
+        fallback: Callable[Concatenate[Exception, P], R],
+        failure_if: FailureIf | None = None,
+    ) -> CircuitDecorator[P, R]: ...
 
     def circuit(
         self,
