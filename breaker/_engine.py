@@ -35,7 +35,7 @@ from typing import Final, ParamSpec, TypeVar, cast
 import pybreaker
 
 from breaker._exceptions import BreakerOpenError
-from breaker._policy import Policy
+from breaker._policy import Policy, format_timestamp
 from breaker._state import Mode, Outcome, State, Stats
 
 _log = logging.getLogger("breaker.state")
@@ -766,15 +766,18 @@ class Breaker:
         if pending and deliver:
             self._deliver()
 
-    def _set_mode(self, mode: Mode, deadline: float | None, now: float) -> None:
+    def _set_mode(
+        self, mode: Mode, deadline: float | None, now: float, *, log: bool = True
+    ) -> None:
         if mode is not _AUTO and deadline is not None and deadline <= now:
             mode, deadline = _AUTO, None  # a modeUntil in the past means auto
         old = self._mode
         self._mode, self._deadline = mode, deadline
         if mode is old:
             return
-        level = logging.WARNING if mode is _FORCED_OPEN or mode is _DISABLED else logging.INFO
-        _log.log(level, "breaker %r: mode %s -> %s", self._name, old.value, mode.value)
+        if log:
+            level = logging.WARNING if mode is _FORCED_OPEN or mode is _DISABLED else logging.INFO
+            _log.log(level, "breaker %r: mode %s -> %s", self._name, old.value, mode.value)
         state = self._st.era.state
         if mode is _FORCED_OPEN:
             if state is not _OPEN:
@@ -792,13 +795,14 @@ class Breaker:
     def _expire_mode(self, now: float) -> None:
         deadline = self._deadline
         if deadline is not None and now >= deadline:
+            until = self._policy.mode_until
             _log.warning(
                 "breaker %r: mode %s expired (modeUntil %s); back to auto",
                 self._name,
                 self._mode.value,
-                self._policy.mode_until.isoformat() if self._policy.mode_until else "?",
+                format_timestamp(until) if until is not None else "passed",
             )
-            self._set_mode(_AUTO, None, now)
+            self._set_mode(_AUTO, None, now, log=False)
             self._refresh()
 
     def _catch_up(self) -> None:

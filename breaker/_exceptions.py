@@ -55,6 +55,13 @@ class BreakerOpenError(BreakerError):
         """Return the seconds until the breaker admits a trial call again."""
         return self.args[2]  # type: ignore[no-any-return]
 
+    @property
+    def mode(self) -> Mode:
+        """Return ``forced-open`` when an operator's kill switch rejected the call, else auto."""
+        from breaker._state import Mode
+
+        return self.args[3] if len(self.args) > 3 else Mode.AUTO  # type: ignore[no-any-return]
+
     def __str__(self) -> str:
         if len(self.args) < 3:  # built by hand, as subclasses of library errors may be
             return super().__str__()

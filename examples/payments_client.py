@@ -13,8 +13,7 @@ import logging
 import os
 import sys
 import time
-import urllib.request
-from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 import breaker
 from breaker.testing import ConsulServer
@@ -49,22 +48,6 @@ class PaymentsService:
         return f"ch_{order:04d}"
 
 
-def operator(addr: str) -> Callable[[str, str], None]:
-    """Return a function that writes a key the way an operator's ``consul kv put`` does."""
-    base = addr if "://" in addr else f"http://{addr}"
-    token = os.environ.get("CONSUL_HTTP_TOKEN")
-
-    def put(key: str, value: str) -> None:
-        request = urllib.request.Request(f"{base}/v1/kv/{key}", data=value.encode(), method="PUT")
-        if token:
-            request.add_header("X-Consul-Token", token)
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            if answer.read() != b"true":
-                raise RuntimeError(f"Consul refused the write of {key}")
-
-    return put
-
-
 def main() -> None:
     server = None
     addr = os.environ.get("CONSUL_HTTP_ADDR")
@@ -75,13 +58,22 @@ def main() -> None:
         addr = server.addr
         say(f"CONSUL_HTTP_ADDR is not set: started breaker.testing.ConsulServer at {addr}")
     try:
-        run(addr, operator(addr))
+        # The operator's writes go through a client of their own, as `consul kv put` would;
+        # both follow the consul CLI's environment (CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, ...).
+        operator = breaker.ConsulCoord(addr)
+        try:
+            run(addr, operator)
+        finally:
+            operator.close()
     finally:
         if server is not None:
             server.stop()
 
 
-def run(addr: str, put: Callable[[str, str], None]) -> None:
+def run(addr: str, operator: breaker.ConsulCoord) -> None:
+    def put(key: str, value: str) -> None:
+        operator.put(key, value)
+
     log = logging.getLogger("breaker")
     log.addHandler(TimelineHandler())
     log.setLevel(logging.INFO)
@@ -95,7 +87,8 @@ def run(addr: str, put: Callable[[str, str], None]) -> None:
 
     def queue_for_later(exc: Exception, order: int, cents: int) -> str:
         if isinstance(exc, breaker.BreakerOpenError):
-            return f"queued (breaker {exc.state}, retry in {exc.retry_after:.2f}s)"
+            why = "forced open" if exc.mode is breaker.Mode.FORCED_OPEN else str(exc.state)
+            return f"queued (breaker {why}, retry in {exc.retry_after:.2f}s)"
         return f"queued ({exc})"
 
     @provider.circuit("payments", fallback=queue_for_later)
@@ -145,6 +138,18 @@ def run(addr: str, put: Callable[[str, str], None]) -> None:
     checkout(3)
     say("--- closed again")
     checkout(2)
+
+    say("--- an incident elsewhere: an operator forces the breaker open for 2 s (a kill switch)")
+    until = datetime.now(timezone.utc) + timedelta(seconds=2)
+    document = {"failureThreshold": 5, "successThreshold": 3, "openStateTimeout": "500ms"}
+    put(KEY, json.dumps({**document, "mode": "forced-open", "modeUntil": until.isoformat()}))
+    while payments.mode is not breaker.Mode.FORCED_OPEN and time.perf_counter() - start < 20:
+        time.sleep(0.0005)
+    checkout(2)
+    say("--- nobody releases it; modeUntil passes and the breaker goes back to auto by itself")
+    time.sleep(max((until - datetime.now(timezone.utc)).total_seconds(), 0) + 0.05)
+    say(f"the breaker reads {payments.state}, mode {payments.mode}: trial calls decide")
+    checkout(3)
     say(f"transitions seen by the listener: {', '.join(transitions)}")
     provider.close()
     if payments.state is not breaker.State.CLOSED:

@@ -67,6 +67,13 @@ def test_payments_demo_shows_the_whole_life_of_a_breaker() -> None:
         "[half-open] order 11: ch_0011",
         "half-open -> closed",
         "[closed   ] order 15: ch_0015",
+        "mode auto -> forced-open",
+        "order 16: queued (breaker forced open, retry in 1.",
+        "not sent",
+        "mode forced-open expired",
+        "the breaker reads half-open, mode auto",
+        "[half-open] order 18: ch_0018",
+        "half-open -> closed",
     ]
     position = 0
     for milestone in milestones:
