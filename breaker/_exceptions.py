@@ -60,7 +60,7 @@ class BreakerOpenError(BreakerError):
         """Return ``forced-open`` when an operator's kill switch rejected the call, else auto."""
         from breaker._state import Mode
 
-        return self.args[3] if len(self.args) > 3 else Mode.AUTO  # type: ignore[no-any-return]
+        return self.args[3] if len(self.args) > 3 else Mode.AUTO
 
     def __str__(self) -> str:
         if len(self.args) < 3:  # built by hand, as subclasses of library errors may be
