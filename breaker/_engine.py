@@ -71,6 +71,9 @@ Clock = Callable[[], float]
 Notify = Callable[["Breaker", State, State], None]
 
 
+_NO_TRIALS: dict[_Call, None] = {}
+
+
 class _Era:
     """One stretch of time in one state, and the trial calls admitted during it."""
 
@@ -80,7 +83,8 @@ class _Era:
         self.state = state
         self.started = started
         self.admitted = 0  # half-open slots taken (in flight or answered)
-        self.trials: dict[_Call, None] = {}  # half-open trials in flight, oldest first
+        # Half-open trials in flight, oldest first; other eras share one empty table.
+        self.trials: dict[_Call, None] = {} if state is _HALF_OPEN else _NO_TRIALS
 
 
 class _Call:

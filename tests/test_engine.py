@@ -369,9 +369,9 @@ class TestListeners:
         gauge: list[State] = [State.CLOSED]
 
         def notify(b: Breaker, old: State, new: State) -> None:
+            time.sleep(0.00005)  # a listener does some work (other threads run meanwhile)
             seen.append((old, new))
             gauge[0] = new  # a gauge kept by a listener
-            time.sleep(0)  # let other threads in while a listener runs
 
         brk = Breaker(
             "p",
@@ -419,9 +419,10 @@ class TestRetryAfter:
 
         def clock() -> float:
             now[0] += 5.0  # every reading is later than the last, as under contention
+            reading = now[0]
             if hook:
-                hook.pop()()  # another thread trips the breaker right now
-            return now[0]
+                hook.pop()()  # after this reading, another thread trips the breaker anew
+            return reading
 
         brk = Breaker("p", Policy(failure_threshold=1, open_state_timeout=60), clock=clock)
         with pytest.raises(Boom):
