@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
 
 import breaker
-from breaker.coord._consul import ConsulSettings, parse_bool
+from breaker.coord.consul import ConsulOptions, ConsulSettings
+from breaker.coord.consul._settings import parse_bool
 
 
 def resolve(env: dict[str, str] | None = None, **kwargs: object) -> ConsulSettings:
@@ -127,3 +129,28 @@ def test_coord_arguments_are_checked() -> None:
         breaker.ConsulCoord("127.0.0.1:1", wait=0)
     with pytest.raises(ValueError, match="wait"):
         breaker.ConsulCoord("127.0.0.1:1", wait=601)
+
+
+class TestOneDefinition:
+    def test_the_options_are_one_typed_dict_both_accept(self) -> None:
+        assert set(ConsulOptions.__annotations__) == {
+            "token",
+            "token_file",
+            "ssl",
+            "verify",
+            "ca_file",
+            "ca_path",
+            "client_cert",
+            "client_key",
+            "datacenter",
+        }
+        options: ConsulOptions = {"token": "t", "datacenter": "dc2"}
+        coord = breaker.ConsulCoord("c:1", **options)
+        assert coord.settings == ConsulSettings.resolve("c:1", environ=os.environ, **options)
+        coord.close()
+
+    def test_an_unknown_option_is_a_type_error(self) -> None:
+        with pytest.raises(TypeError, match="tokn"):
+            breaker.ConsulCoord("c:1", tokn="x")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="tokn"):
+            ConsulSettings.resolve("c:1", tokn="x")  # type: ignore[call-arg]
