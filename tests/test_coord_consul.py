@@ -322,6 +322,54 @@ def test_a_change_right_after_start_up_is_not_held_back_by_pacing(
         assert set(sleep.pauses) == {2.0}
 
 
+class TestKV:
+    """The small KV API an operators' CLI uses."""
+
+    def test_get_put_with_check_and_set(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server)
+        assert coord.get(KEY) is None
+        assert coord.put(KEY, doc(2), cas=0) is True  # create only if absent
+        value, index = coord.get("/" + KEY) or (b"", 0)
+        assert value == doc(2).encode()
+        assert coord.put(KEY, doc(3), cas=0) is False  # exists already
+        assert coord.put(KEY, doc(3), cas=index + 100) is False  # someone else's index
+        assert coord.put(KEY, doc(3), cas=index) is True
+        assert coord.get(KEY) == (doc(3).encode(), consul_server.index)
+        assert coord.put(KEY, "ünïcode") is True  # str is sent as UTF-8
+        assert consul_server.get(KEY) == "ünïcode".encode()
+        coord.close()
+
+    def test_delete_with_check_and_set_and_recurse(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server)
+        coord.put(KEY, doc(2))
+        coord.put(PREFIX + "svc/a.json", doc(3))
+        stored = coord.get(KEY)
+        assert stored is not None
+        assert coord.delete(KEY, cas=stored[1] + 1) is False
+        assert coord.get(KEY) is not None
+        assert coord.delete(KEY, cas=stored[1]) is True
+        assert coord.get(KEY) is None
+        assert coord.delete(PREFIX, recurse=True) is True
+        assert consul_server.keys(PREFIX) == []
+        with pytest.raises(ValueError, match="cas"):
+            coord.delete(PREFIX, recurse=True, cas=1)
+        coord.close()
+
+    def test_transport_errors_raise_coord_error(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server)
+        consul_server.stop()
+        for call in (
+            lambda: coord.get(KEY),
+            lambda: coord.put(KEY, "x"),
+            lambda: coord.delete(KEY),
+        ):
+            with pytest.raises(CoordError, match="cannot reach Consul"):
+                call()
+        coord.close()
+        with pytest.raises(CoordError, match="closed"):
+            coord.get(KEY)
+
+
 class TestHealth:
     def test_health_goes_down_and_up_with_consul(self, consul_server: ConsulServer) -> None:
         consul_server.put(KEY, doc(2))

@@ -13,7 +13,7 @@ import consul
 
 from breaker._duration import format_go_duration
 from breaker._exceptions import CoordError
-from breaker.coord.consul._decode import Listing, decode_listing
+from breaker.coord.consul._decode import Listing, decode_entry, decode_listing
 from breaker.coord.consul._transport import Reply, Response, Transport
 
 try:  # py-consul
@@ -98,6 +98,12 @@ class ConsulKV:
             prefix, recurse=True, index=index or None, wait=wait_text
         )
         return decode_listing(reply.value, reply.headers, prefix)
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        """Return the value of ``key`` and its ModifyIndex, or None when there is no such key."""
+        reply = self._kv().get(key)
+        _, entry = reply.value
+        return None if entry is None else decode_entry(entry)
 
     def put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
         """Write ``key``; return False when a check-and-set lost."""

@@ -115,15 +115,24 @@ class ConsulCoord:
         listing = kv.list(prefix.lstrip("/"), read_timeout=self._timing.timeout)
         return listing.snapshot()
 
-    def put(self, key: str, value: bytes | str) -> None:
-        """Store ``value`` at ``key`` (an operator's write; raise `CoordError` on failure)."""
-        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
-        if not self._kv.put(key.lstrip("/"), data):
-            raise CoordError(f"Consul refused to write {key!r}")
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        """Return the value at ``key`` and its ModifyIndex (for `put`'s ``cas``), or None."""
+        return self._kv.get(key.lstrip("/"))
 
-    def delete(self, key: str, *, recurse: bool = False) -> None:
-        """Delete ``key`` (or every key under it, with ``recurse``)."""
-        self._kv.delete(key.lstrip("/"), recurse=recurse)
+    def put(self, key: str, value: bytes | str, *, cas: int | None = None) -> bool:
+        """Store ``value`` at ``key``; return False when the check-and-set ``cas`` lost.
+
+        ``cas=0`` writes only if the key does not exist; another number only if it is
+        still the key's ModifyIndex. Raise `CoordError` when Consul cannot be reached.
+        """
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        return self._kv.put(key.lstrip("/"), data, cas=cas)
+
+    def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
+        """Delete ``key`` (or every key under it, with ``recurse``); False when ``cas`` lost."""
+        if recurse and cas is not None:
+            raise ValueError("cas applies to one key; Consul ignores it with recurse")
+        return self._kv.delete(key.lstrip("/"), recurse=recurse, cas=cas)
 
     def watch(self, prefix: str, on_change: OnChange) -> Watch:
         """Watch ``prefix`` from a background thread, starting with its current content."""
