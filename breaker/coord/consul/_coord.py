@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,8 @@ _log = logging.getLogger("breaker.consul")
 
 DEFAULT_KEEPALIVE = 10.0
 """Seconds within which TCP keepalive notices a peer that vanished without a word."""
+
+_LIVE: weakref.WeakSet[ConsulCoord] = weakref.WeakSet()
 
 
 class ConsulCoord:
@@ -90,6 +94,7 @@ class ConsulCoord:
         self._watches: list[ConsulWatch] = []
         self._closed = False
         self._kv = self._new_kv()
+        _LIVE.add(self)
 
     def _new_kv(self) -> ConsulKV:
         transport = Transport(self._settings, keepalive=self._keepalive)
@@ -175,6 +180,16 @@ class ConsulCoord:
             if watch in self._watches:
                 self._watches.remove(watch)
 
+    def _after_fork_in_child(self) -> None:
+        """Give the child fresh locks and connections, and restart the watches there."""
+        self._lock = threading.RLock()
+        if self._closed:
+            return
+        inherited, self._kv = self._kv, self._new_kv()
+        inherited.transport.release()
+        for watch in list(self._watches):
+            watch.restart_in_child()
+
 
 class _KVLink:
     """A watch's own connection: `ConsulKV` plus the transport's cut/close/release."""
@@ -193,3 +208,18 @@ class _KVLink:
 
     def close(self) -> None:
         self._transport.close()
+
+    def release(self) -> None:
+        self._transport.release()
+
+
+def _after_fork_in_child() -> None:
+    for coord in list(_LIVE):
+        try:
+            coord._after_fork_in_child()
+        except Exception:  # one coord's failure must not leave the others dead
+            _log.exception("restarting %r in a forked child failed", coord)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

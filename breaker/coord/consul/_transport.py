@@ -24,6 +24,10 @@ __all__ = ["Reply", "Response", "Transport", "keepalive_options"]
 
 SocketOption = tuple[int, int, int]
 
+_INHERITED: list[Transport] = []
+"""Clients a forked child inherited: kept, never collected, because collecting them would
+run urllib3's finalizers, which take locks a thread of the parent may have held."""
+
 
 class Response:
     """What python-consul's callbacks read: code, headers, body."""
@@ -100,6 +104,18 @@ class _Sockets:
         for sock in socks:
             _shutdown(sock)
 
+    def release(self) -> None:
+        """Close this process's descriptors without shutting the connections down.
+
+        For a forked child: the parent still uses these connections, and close() (unlike
+        shutdown()) sends nothing while another process holds the socket open. No lock is
+        taken: the parent may have held it when it forked.
+        """
+        self.cut = True
+        for sock in list(self._socks):
+            with contextlib.suppress(OSError):
+                sock.close()
+
 
 def _shutdown(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):  # already closed
@@ -132,7 +148,7 @@ class Transport:
     """Send Consul HTTP requests: no environment, a timeout each, the token in a header.
 
     `cut` may be called from any thread and ends requests in flight; `close` also releases
-    the pooled connections.
+    the pooled connections; `release` is for a forked child (see `_Sockets.release`).
     """
 
     def __init__(self, settings: ConsulSettings, *, keepalive: float | None) -> None:
@@ -223,6 +239,11 @@ class Transport:
         if not self._closed:
             self._closed = True
             self._session.close()
+
+    def release(self) -> None:
+        """In a forked child: let go of inherited connections without touching them."""
+        _INHERITED.append(self)
+        self._socks.release()
 
 
 def _reason(exc: BaseException) -> str:

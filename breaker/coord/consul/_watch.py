@@ -63,6 +63,9 @@ class Link(Protocol):
     def close(self) -> None:
         """Release connections; called by the watch's own thread when it ends."""
 
+    def release(self) -> None:
+        """In a forked child: let go of inherited connections without touching them."""
+
 
 Sleep = Callable[[float, threading.Event], bool]
 """Wait ``seconds`` or until the event is set; return True if it was set (a stop)."""
@@ -204,6 +207,16 @@ class ConsulWatch:
     def health(self) -> CoordHealth:
         """Return whether the last read succeeded, when one last did, and the last error."""
         return self._health
+
+    def restart_in_child(self) -> None:
+        """In a forked child: run again on a new connection from index 0, unless stopped."""
+        if self._stop_requested:
+            return
+        inherited = self._link
+        self._stopper = None
+        self._start_fresh()
+        inherited.release()
+        self.start()
 
     def run(self) -> None:
         """Watch until stopped, in the calling thread; release the connection at the end."""
