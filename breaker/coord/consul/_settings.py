@@ -1,7 +1,7 @@
 """Where and how to reach Consul: explicit arguments first, then the consul CLI's environment.
 
-This module imports nothing beyond the standard library and attrs, so other clients can
-resolve the address exactly as `ConsulCoord` does without the Consul extra.
+This module imports nothing beyond the standard library and attrs, so the pytest plugin and
+the examples can resolve the address exactly as `ConsulCoord` does without the Consul extra.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, TypedDict
 import attrs
 
 if TYPE_CHECKING:
+    import ssl
+
     if sys.version_info >= (3, 11):
         from typing import Unpack
     else:
@@ -126,6 +128,31 @@ class ConsulSettings:
             cert=(client_cert, client_key) if client_cert and client_key else None,
             datacenter=options.get("datacenter") or None,
         )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Return an SSL context that checks Consul as these settings say; None for plain http.
+
+        For HTTP clients other than requests (urllib, http.client), so that they trust
+        and present the same certificates as `ConsulCoord`.
+        """
+        if not self.base_url.startswith("https://"):
+            return None
+        import ssl  # only https needs it
+
+        if self.verify is False:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif isinstance(self.verify, str):
+            is_dir = os.path.isdir(self.verify)
+            context = ssl.create_default_context(
+                cafile=None if is_dir else self.verify, capath=self.verify if is_dir else None
+            )
+        else:
+            context = ssl.create_default_context()
+        if self.cert is not None:
+            context.load_cert_chain(*self.cert)
+        return context
 
 
 def _base_url(addr: str, ssl: bool | None) -> str:
