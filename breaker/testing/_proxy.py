@@ -437,7 +437,7 @@ class _Command:
 
 
 class _Direction:
-    """Bytes on their way from ``src`` to ``dst``: due times, then an output buffer."""
+    """Hold bytes on their way from ``src`` to ``dst``: due times, then an output buffer."""
 
     def __init__(self, src: socket.socket, dst: socket.socket, *, to_client: bool) -> None:
         self.src = src

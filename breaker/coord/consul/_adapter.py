@@ -27,7 +27,7 @@ Callback = Callable[[Response], Any]
 
 
 class _Calls:
-    """The ``http`` object python-consul calls, bound to one request's timeouts."""
+    """Stand in for the ``http`` object python-consul calls, bound to one request's timeouts."""
 
     def __init__(self, transport: Transport, timeout: float, read_timeout: float) -> None:
         self._transport = transport
@@ -66,7 +66,7 @@ class _Calls:
 
 
 class _Agent:
-    """The slice of a python-consul ``Consul`` object that its KV endpoint reads."""
+    """Stand in for the slice of a python-consul ``Consul`` object its KV endpoint reads."""
 
     def __init__(self, http: _Calls, datacenter: str | None) -> None:
         self.http = http
@@ -79,7 +79,7 @@ class _Agent:
 
 
 class ConsulKV:
-    """The KV operations breaker needs, each with the timeouts the caller chooses."""
+    """Run the KV operations breaker needs, each with the timeouts its caller chooses."""
 
     def __init__(self, transport: Transport, *, timeout: float) -> None:
         self.transport = transport

@@ -52,7 +52,9 @@ class ConsulCoord:
     (`ConsulOptions`: ``token``, ``token_file``, ``ssl``, ``verify``, ``ca_file``,
     ``ca_path``, ``client_cert``, ``client_key``, ``datacenter``) fall back to the consul
     CLI's environment variables. ``wait`` is the blocking-query wait; ``timeout`` bounds
-    every other request and is added to ``wait`` (plus Consul's jitter) for blocking ones.
+    every other request and is added to ``wait`` (plus Consul's jitter) for blocking ones;
+    the watcher's reads without an index also allow 7 s for a read Consul holds while it
+    elects a leader.
     After an error the watcher backs off with jitter from ``backoff_first`` seconds up to
     ``backoff_cap``, and it never reads more often than once per ``min_interval`` on
     average. ``keepalive`` (seconds, None for off) is how soon TCP keepalive notices a dead
@@ -192,7 +194,7 @@ class ConsulCoord:
 
 
 class _KVLink:
-    """A watch's own connection: `ConsulKV` plus the transport's cut/close/release."""
+    """Give a watch its own connection: `ConsulKV` plus the transport's cut/close/release."""
 
     def __init__(self, kv: ConsulKV) -> None:
         self._kv = kv

@@ -15,7 +15,7 @@ __all__ = ["Listing", "decode_entry", "decode_listing"]
 
 @attrs.frozen
 class Listing:
-    """Everything under a prefix: Consul's index and each key's (value, ModifyIndex)."""
+    """Hold everything under a prefix: Consul's index and each key's (value, ModifyIndex)."""
 
     index: int
     entries: Mapping[str, tuple[bytes, int]]

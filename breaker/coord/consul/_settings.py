@@ -31,7 +31,7 @@ _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
 class ConsulOptions(TypedDict, total=False):
-    """The connection options `ConsulCoord` and `ConsulSettings.resolve` accept as keywords.
+    """Name the connection options `ConsulCoord` and `ConsulSettings.resolve` take as keywords.
 
     Each one left out (or None) falls back to its environment variable:
 
@@ -65,7 +65,7 @@ def parse_bool(name: str, value: str) -> bool:
 
 @attrs.frozen
 class ConsulSettings:
-    """Where and how to reach Consul, resolved once; build it with `resolve`."""
+    """Say where and how to reach Consul, resolved once; build it with `resolve`."""
 
     base_url: str
     token: str | None = attrs.field(repr=lambda t: "<set>" if t else "None")

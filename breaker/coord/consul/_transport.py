@@ -30,7 +30,7 @@ run urllib3's finalizers, which take locks a thread of the parent may have held.
 
 
 class Response:
-    """What python-consul's callbacks read: code, headers, body."""
+    """Carry what python-consul's callbacks read: code, headers, body."""
 
     __slots__ = ("body", "code", "headers")
 
@@ -41,7 +41,7 @@ class Response:
 
 
 class Reply:
-    """A decoded answer (what python-consul's callback made of it) and its headers."""
+    """Carry a decoded answer (what python-consul's callback made of it) and its headers."""
 
     __slots__ = ("headers", "status", "value")
 
@@ -79,7 +79,7 @@ def keepalive_options(seconds: float | None) -> list[SocketOption]:
 
 
 class _Sockets:
-    """The sockets of one client, so closing it can cut a blocking read short.
+    """Track the sockets of one client, so closing it can cut a blocking read short.
 
     The lock is reentrant: a finalizer that closes the coord may run in a thread that is
     registering a socket.

@@ -49,7 +49,7 @@ _BURST = 2
 
 
 class Link(Protocol):
-    """A connection to Consul that one watch owns."""
+    """Reach Consul for one watch, which owns the connection."""
 
     def list(
         self, prefix: str, *, index: int = 0, wait: float | None = None, read_timeout: float
@@ -78,7 +78,7 @@ def sleep_or_stop(seconds: float, stop: threading.Event) -> bool:
 
 @attrs.frozen
 class Timing:
-    """The watch's clock settings, in seconds (see `ConsulCoord` for their meaning)."""
+    """Hold the watch's timing, in seconds (see `ConsulCoord` for what each means)."""
 
     wait: float = DEFAULT_WAIT
     timeout: float = DEFAULT_TIMEOUT
@@ -103,7 +103,7 @@ class Timing:
 
 
 class _Pacer:
-    """A token bucket: bursts of two reads, never more than one per interval on average."""
+    """Pace reads with a token bucket: bursts of two, one per interval on average."""
 
     def __init__(self, interval: float, clock: Callable[[], float]) -> None:
         self._interval = interval
@@ -131,7 +131,7 @@ class _Pacer:
 
 
 class ConsulWatch:
-    """One blocking-query loop on one prefix, in a thread of its own.
+    """Run blocking queries on one prefix, in a thread of its own.
 
     Rules (DESIGN.md section 7): the last ``X-Consul-Index`` is sent back as an integer,
     an index of 0 counts as 1, an index that goes backwards means read again from 0, and
