@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import ssl
 
 import pytest
 
 import breaker
-from breaker.coord._consul import ConsulSettings, parse_bool
+from breaker.coord.consul import ConsulOptions, ConsulSettings
+from breaker.coord.consul._settings import parse_bool
+from breaker.testing import pytest_plugin
 
 
 def resolve(env: dict[str, str] | None = None, **kwargs: object) -> ConsulSettings:
@@ -127,3 +131,73 @@ def test_coord_arguments_are_checked() -> None:
         breaker.ConsulCoord("127.0.0.1:1", wait=0)
     with pytest.raises(ValueError, match="wait"):
         breaker.ConsulCoord("127.0.0.1:1", wait=601)
+
+
+class TestOneRule:
+    """The pytest plugin and ConsulCoord resolve the address, token and TLS the same way."""
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"CONSUL_HTTP_ADDR": "c.internal:8501", "CONSUL_HTTP_SSL": "t"},
+            {"CONSUL_HTTP_ADDR": "c.internal:8501", "CONSUL_HTTP_SSL": "TRUE"},
+            {"CONSUL_HTTP_ADDR": "http://c.internal:8501", "CONSUL_HTTP_SSL": "1"},
+            {"CONSUL_HTTP_ADDR": "https://c.internal/consul/", "CONSUL_HTTP_SSL": "false"},
+            {"CONSUL_HTTP_ADDR": "[::1]:8500"},
+        ],
+    )
+    def test_plugin_and_coord_agree(
+        self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in list(os.environ):
+            if name.startswith("CONSUL_"):
+                monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("CONSUL_HTTP_TOKEN", "env-token")
+        coord = breaker.ConsulCoord()
+        handle = pytest_plugin.ConsulHandle.from_settings(pytest_plugin.agent_settings())
+        assert handle.url == coord.address
+        assert handle.token == "env-token" == coord.settings.token
+        assert pytest_plugin.agent_settings() == coord.settings
+        coord.close()
+
+    def test_plugin_rejects_what_the_coord_rejects(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", "unix:///var/run/consul.sock")
+        with pytest.raises(pytest.UsageError, match="unsupported scheme"):
+            pytest_plugin.agent_settings()
+
+    def test_tls_context_follows_the_settings(self, tmp_path: pathlib.Path) -> None:
+        assert resolve(addr="c:1").ssl_context() is None
+        insecure = resolve(addr="https://c:1", verify=False).ssl_context()
+        assert insecure is not None and insecure.verify_mode == ssl.CERT_NONE
+        assert not insecure.check_hostname
+        checked = resolve(addr="https://c:1").ssl_context()
+        assert checked is not None and checked.verify_mode == ssl.CERT_REQUIRED
+        with pytest.raises(FileNotFoundError):
+            resolve(addr="https://c:1", ca_file=str(tmp_path / "missing.pem")).ssl_context()
+
+
+class TestOneDefinition:
+    def test_the_options_are_one_typed_dict_both_accept(self) -> None:
+        assert set(ConsulOptions.__annotations__) == {
+            "token",
+            "token_file",
+            "ssl",
+            "verify",
+            "ca_file",
+            "ca_path",
+            "client_cert",
+            "client_key",
+            "datacenter",
+        }
+        options: ConsulOptions = {"token": "t", "datacenter": "dc2"}
+        coord = breaker.ConsulCoord("c:1", **options)
+        assert coord.settings == ConsulSettings.resolve("c:1", environ=os.environ, **options)
+        coord.close()
+
+    def test_an_unknown_option_is_a_type_error(self) -> None:
+        with pytest.raises(TypeError, match="tokn"):
+            breaker.ConsulCoord("c:1", tokn="x")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="tokn"):
+            ConsulSettings.resolve("c:1", tokn="x")  # type: ignore[call-arg]

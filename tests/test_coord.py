@@ -10,6 +10,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -146,6 +147,16 @@ class TestWatch:
         assert got.until(bool) == {key[1:]: b'{"failureThreshold": 2}'}
         coord.delete(backend.prefix, recurse=True)  # type: ignore[attr-defined]
         assert got.until(lambda s: not s) == {}
+        watch.stop()
+
+    def test_health_is_up_once_the_first_snapshot_arrives(self, backend: Backend) -> None:
+        got = Snapshots()
+        before = time.time()
+        watch = backend.make().watch(backend.prefix, got)
+        assert got.next() == {}
+        health = watch.health()
+        assert health.up and health.last_error is None
+        assert health.last_sync is not None and before <= health.last_sync <= time.time()
         watch.stop()
 
     def test_close_is_idempotent(self, backend: Backend) -> None:

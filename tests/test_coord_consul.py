@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import random
+import subprocess
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
 
 import breaker
 from breaker import Config, CoordError, Policy
-from breaker.coord._consul import BACKOFF_CAP, BACKOFF_FIRST, _ConsulWatch
-from breaker.testing import ACLRule, ConsulServer
+from breaker.coord import Snapshot
+from breaker.testing import ACLRule, ConsulServer, FakeClock
+from tests.test_consul_watch import FakeSleep
 
 pytestmark = pytest.mark.fault_injection
 
@@ -149,31 +151,41 @@ class TestFaults:
             assert "works again after 6 failed attempts" in caplog.text
 
     def test_429_honours_retry_after(self, consul_server: ConsulServer) -> None:
-        with new(consul_server) as p:
-            consul_server.clear_requests_log()
+        clock = FakeClock()
+        sleep = FakeSleep(clock)
+        with new(consul_server, clock=clock, sleep=sleep) as p:
             consul_server.fail_next(1, status=429, headers={"Retry-After": "1"})
             consul_server.put(KEY, doc(8))
             eventually(lambda: p.policy("payments").failure_threshold == 8)
-            times = [r.time for r in consul_server.requests_log]
-            gaps = [b - a for a, b in itertools.pairwise(times)]
-            assert max(gaps) >= 0.95  # backed off for Retry-After, though backoff_cap is 0.2
+            # Backed off for Retry-After, though backoff_cap is 0.2 s.
+            assert 1.0 in sleep.pauses
+            assert max(sleep.pauses) == 1.0
 
     def test_403_backs_off_without_hammering_and_keeps_the_default(
         self, acl_server: ConsulServer, caplog: pytest.LogCaptureFixture
     ) -> None:
         server = acl_server
+        clock = FakeClock()
+        sleep = FakeSleep(clock, park_after=5)
         with (
             caplog.at_level(logging.DEBUG, logger="breaker"),
-            new(server, token="wrong-token", backoff_first=0.1, backoff_cap=0.4) as p,
+            new(
+                server,
+                token="wrong-token",
+                backoff_first=0.1,
+                backoff_cap=0.4,
+                clock=clock,
+                sleep=sleep,
+            ) as p,
         ):
             assert p.policy("payments") == Policy(failure_threshold=3)
-            eventually(lambda: len(server.requests_log) >= 6)
+            assert sleep.parked.wait(5)
             assert p.policy("payments") == Policy(failure_threshold=3)
-        times = [r.time for r in server.requests_log]
-        gaps = [b - a for a, b in itertools.pairwise(times[1:])]  # after load and first watch
-        # Backing off with jitter: at least half of 0.1, 0.2, 0.4, 0.4 s; never spinning.
-        minimums = [0.05, 0.1, 0.2, 0.2]
-        assert [g >= m for g, m in zip(gaps[:4], minimums, strict=True)] == [True] * 4
+            assert len(server.requests_log) == 1 + 6  # the load, then one read per pause
+        # Backing off with jitter: between half and all of 0.1, 0.15, 0.225, 0.3375, 0.4 s.
+        ceilings = [0.1, 0.15, 0.225, 0.3375, 0.4]
+        for pause, ceiling in zip(sleep.pauses, ceilings, strict=True):
+            assert ceiling / 2 <= pause <= ceiling
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         watch_warnings = [r for r in warnings if "watching Consul" in r.getMessage()]
         assert len(watch_warnings) == 1
@@ -219,10 +231,13 @@ class TestFaults:
         consul_server.put(KEY, doc(4))
         with new(consul_server, wait=2) as p, caplog.at_level(logging.INFO, logger="breaker"):
             eventually(lambda: blocking_requests(consul_server) >= 1)
+            consul_server.clear_requests_log()
             consul_server.restart(reset_index=True)  # data restored, indexes start over
             consul_server.put(KEY, doc(2))  # index 2, far below what the watcher last saw
             eventually(lambda: p.policy("payments").failure_threshold == 2)
-            assert "went backwards" in caplog.text
+            # The cut query is followed by an index-0 re-sync, not a query on the old index.
+            assert "index" not in consul_server.requests_log[0].query
+            assert "works again" in caplog.text
             # Blocking again on the new, lower index: the next change arrives at once,
             # not only when a wait on the stale index runs out.
             started = time.monotonic()
@@ -288,54 +303,211 @@ class TestShutdown:
         assert watch_threads() == []
 
 
-class TestBackoffSchedule:
-    def watch(self, **kwargs: float) -> _ConsulWatch:
-        coord = breaker.ConsulCoord("127.0.0.1:1", **kwargs)  # type: ignore[arg-type]
-        w = _ConsulWatch(
-            coord._settings,
-            "p/",
-            lambda s: None,
-            wait=1,
-            timeout=1,
-            min_interval=0.1,
-            backoff=(
-                kwargs.get("backoff_first", BACKOFF_FIRST),
-                kwargs.get("backoff_cap", BACKOFF_CAP),
-            ),
-            on_stop=lambda w: None,
-        )
-        w._random = random.Random(7)
-        return w
-
-    def test_default_schedule(self) -> None:
-        w = self.watch()
-        delays = [w.backoff_delay(n) for n in range(12)]
-        assert 0.5 <= delays[0] <= 1.0  # the first retry within about a second
-        for n, d in enumerate(delays):
-            ceiling = min(30.0, 2.0**n)
-            assert ceiling / 2 <= d <= ceiling
-        assert max(delays) <= 30.0
-        assert w.backoff_delay(10_000) <= 30.0  # no overflow after days of failures
-
-    def test_retry_after_is_honoured_up_to_the_cap(self) -> None:
-        w = self.watch()
-        assert w.backoff_delay(0, retry_after=7) == 7
-        assert w.backoff_delay(0, retry_after=3600) == 30.0
-
-
 def test_a_change_right_after_start_up_is_not_held_back_by_pacing(
     consul_server: ConsulServer,
 ) -> None:
     consul_server.put(KEY, doc(4))
-    with new(consul_server, min_interval=2.0) as p:
-        started = time.monotonic()
+    clock = FakeClock()
+    sleep = FakeSleep(clock)
+    with new(consul_server, min_interval=2.0, clock=clock, sleep=sleep) as p:
         eventually(lambda: blocking_requests(consul_server) >= 1)
         # The first blocking query follows the index-0 read at once, not 2 s later.
-        assert time.monotonic() - started < 1.0
-        started = time.monotonic()
+        assert sleep.pauses == []
         consul_server.put(KEY, doc(5))
         eventually(lambda: p.policy("payments").failure_threshold == 5)
         consul_server.put(KEY, doc(6))
         eventually(lambda: p.policy("payments").failure_threshold == 6)
-        # Blocking queries after that are paced: the second change waited for the gap.
-        assert time.monotonic() - started >= 1.9
+        # Reads after that burst of two are paced: the second change waited for the gap.
+        assert sleep.pauses[0] == 2.0
+        assert set(sleep.pauses) == {2.0}
+
+
+class TestKV:
+    """The small KV API an operators' CLI uses."""
+
+    def test_get_put_with_check_and_set(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server)
+        assert coord.get(KEY) is None
+        assert coord.put(KEY, doc(2), cas=0) is True  # create only if absent
+        value, index = coord.get("/" + KEY) or (b"", 0)
+        assert value == doc(2).encode()
+        assert coord.put(KEY, doc(3), cas=0) is False  # exists already
+        assert coord.put(KEY, doc(3), cas=index + 100) is False  # someone else's index
+        assert coord.put(KEY, doc(3), cas=index) is True
+        assert coord.get(KEY) == (doc(3).encode(), consul_server.index)
+        assert coord.put(KEY, "ünïcode") is True  # str is sent as UTF-8
+        assert consul_server.get(KEY) == "ünïcode".encode()
+        coord.close()
+
+    def test_delete_with_check_and_set_and_recurse(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server)
+        coord.put(KEY, doc(2))
+        coord.put(PREFIX + "svc/a.json", doc(3))
+        stored = coord.get(KEY)
+        assert stored is not None
+        assert coord.delete(KEY, cas=stored[1] + 1) is False
+        assert coord.get(KEY) is not None
+        assert coord.delete(KEY, cas=stored[1]) is True
+        assert coord.get(KEY) is None
+        assert coord.delete(PREFIX, recurse=True) is True
+        assert consul_server.keys(PREFIX) == []
+        with pytest.raises(ValueError, match="cas"):
+            coord.delete(PREFIX, recurse=True, cas=1)
+        coord.close()
+
+    def test_transport_errors_raise_coord_error(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server)
+        consul_server.stop()
+        for call in (
+            lambda: coord.get(KEY),
+            lambda: coord.put(KEY, "x"),
+            lambda: coord.delete(KEY),
+        ):
+            with pytest.raises(CoordError, match="cannot reach Consul"):
+                call()
+        coord.close()
+        with pytest.raises(CoordError, match="closed"):
+            coord.get(KEY)
+
+
+class TestHealth:
+    def test_health_goes_down_and_up_with_consul(self, consul_server: ConsulServer) -> None:
+        consul_server.put(KEY, doc(2))
+        coord = coord_for(consul_server)
+        got: list[Snapshot] = []
+        before = time.time()
+        watch = coord.watch(PREFIX, got.append)
+        eventually(lambda: bool(got))
+        health = watch.health()
+        assert health.up and health.last_error is None
+        assert health.last_sync is not None and health.last_sync >= before
+        consul_server.stop()
+        eventually(lambda: not watch.health().up)
+        down = watch.health()
+        assert down.last_sync == health.last_sync  # the last good read, kept while down
+        assert down.last_error is not None and "cannot reach Consul" in down.last_error
+        consul_server.start()
+        eventually(lambda: watch.health().up)
+        assert watch.health().last_error is None
+        coord.close()
+
+
+class TestStopFromAnywhere:
+    """close() and stop() from any thread: the watch's own, a finalizer, mid-request."""
+
+    def test_stop_from_the_callback_in_the_watch_thread(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server)
+        calls: list[Snapshot] = []
+        returned = threading.Event()
+
+        def on_change(snapshot: Snapshot) -> None:
+            calls.append(snapshot)
+            watch.stop()  # joins nothing: this is the watch's own thread
+            returned.set()
+
+        watch = coord.watch(PREFIX, on_change)
+        assert returned.wait(TIMEOUT)
+        eventually(lambda: not watch_threads(), timeout=2)
+        assert len(calls) == 1  # and, its thread gone, none can follow
+        coord.close()
+
+    def test_close_from_a_finalizer_that_runs_in_the_watch_thread(
+        self, consul_server: ConsulServer
+    ) -> None:
+        coord = coord_for(consul_server)
+
+        class Owner:
+            """Stands for a provider collected without close()."""
+
+        owner: list[Owner] = [Owner()]
+        finalized = weakref.finalize(owner[0], coord.close)
+
+        def on_change(snapshot: Snapshot) -> None:
+            owner.clear()  # the last reference: the finalizer runs here, in the watch thread
+
+        coord.watch(PREFIX, on_change)
+        eventually(lambda: not finalized.alive)
+        eventually(lambda: not watch_threads(), timeout=2)
+        with pytest.raises(CoordError, match="closed"):
+            coord.watch(PREFIX, on_change)
+
+    def test_close_while_another_thread_waits_inside_the_coord(
+        self, consul_server: ConsulServer
+    ) -> None:
+        coord = coord_for(consul_server, timeout=30)
+        consul_server.hang_next(1)
+        errors: list[BaseException] = []
+
+        def load() -> None:
+            try:
+                coord.load(PREFIX)
+            except CoordError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        eventually(lambda: len(consul_server.requests_log) == 1)
+        started = time.monotonic()
+        coord.close()
+        thread.join(TIMEOUT)
+        assert time.monotonic() - started < 1
+        assert [str(e) for e in errors] == ["closed"]
+
+
+class TestLazyImport:
+    """breaker.coord loads no HTTP or Consul module until ConsulCoord is used."""
+
+    # Importing the package ``breaker.coord`` runs ``breaker/__init__.py`` first; these
+    # scripts stand in an empty ``breaker`` so that only the coord package is measured.
+    PRELUDE = (
+        "import sys, types, pathlib\n"
+        "import breaker.coord as _probe\n"
+        "pkg = types.ModuleType('breaker')\n"
+        "pkg.__path__ = [str(pathlib.Path(_probe.__file__).parent.parent)]\n"
+        "for name in [n for n in sys.modules if n == 'breaker' or n.startswith(('breaker.',"
+        " 'requests', 'urllib3', 'consul'))]:\n"
+        "    del sys.modules[name]\n"
+        "sys.modules['breaker'] = pkg\n"
+    )
+
+    def run(self, script: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-W", "error", "-c", self.PRELUDE + script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def test_importing_breaker_coord_loads_no_http_module(self) -> None:
+        out = self.run(
+            "import breaker.coord, breaker.coord.consul\n"
+            "loaded = [m for m in ('requests', 'urllib3', 'consul') if m in sys.modules]\n"
+            "print(loaded)\n"
+            "assert breaker.coord.ConsulCoord.__name__ == 'ConsulCoord'\n"
+            "print(sorted(m for m in ('requests', 'urllib3', 'consul') if m in sys.modules))\n"
+        )
+        assert out.splitlines() == ["[]", "['consul', 'requests', 'urllib3']"]
+
+    @pytest.mark.parametrize("missing", ["consul", "requests"])
+    def test_without_the_extra_the_error_names_it(self, missing: str) -> None:
+        out = self.run(
+            f"sys.modules[{missing!r}] = None\n"
+            "import breaker.coord\n"
+            "try:\n"
+            "    breaker.coord.ConsulCoord\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n"
+            "try:\n"
+            "    from breaker.coord import ConsulCoord\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n"
+            "print(breaker.coord.MemoryCoord.__name__)\n"
+        )
+        lines = out.splitlines()
+        assert len(lines) == 3
+        for line in lines[:2]:
+            assert "pip install 'consul-breaker[consul]'" in line
+            assert repr(missing) in line
+        assert lines[2] == "MemoryCoord"

@@ -1,8 +1,18 @@
-"""Coords: where a Provider reads and watches its policy documents."""
+"""Coords: where a Provider reads and watches its policy documents.
+
+`ConsulCoord` is loaded on first use, so importing this package loads no HTTP or Consul
+module; without the Consul extra, that use raises an ImportError that names it.
+"""
+
+from __future__ import annotations
+
+import typing
 
 from breaker.coord._base import Coord, CoordError, CoordHealth, OnChange, Snapshot, Watch
-from breaker.coord._consul import ConsulCoord
 from breaker.coord._memory import MemoryCoord
+
+if typing.TYPE_CHECKING:
+    from breaker.coord.consul import ConsulCoord
 
 __all__ = [
     "ConsulCoord",
@@ -14,3 +24,13 @@ __all__ = [
     "Snapshot",
     "Watch",
 ]
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name == "ConsulCoord":
+        from breaker.coord import consul
+
+        coord: typing.Any = consul.ConsulCoord
+        globals()[name] = coord
+        return coord
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from breaker._engine import Breaker
 from breaker._state import State
 from breaker.testing._clock import FakeClock
+from breaker.testing._proxy import FaultProxy
 from breaker.testing._server import ACLRule, ConsulServer
 
 
@@ -11,4 +12,4 @@ def force_state(brk: Breaker, state: State | str) -> None:
     brk._force(State(state))
 
 
-__all__ = ["ACLRule", "ConsulServer", "FakeClock", "force_state"]
+__all__ = ["ACLRule", "ConsulServer", "FakeClock", "FaultProxy", "force_state"]

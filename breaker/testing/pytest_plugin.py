@@ -2,15 +2,17 @@
 
 Opt in with ``pytest_plugins = ["breaker.testing.pytest_plugin"]``. Without
 ``CONSUL_HTTP_ADDR`` the tests run against an embedded `ConsulServer`; with it they run,
-unchanged, against that agent (token from ``CONSUL_HTTP_TOKEN``), and tests that need the
-embedded server's fault hooks (marked ``fault_injection`` or using ``consul_server``) are
-skipped.
+unchanged, against that agent, and tests that need the embedded server's fault hooks
+(marked ``fault_injection`` or using ``consul_server``) are skipped. The agent's address,
+token and TLS settings are resolved from the environment exactly as `ConsulCoord` resolves
+them (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_SSL``, ``CONSUL_HTTP_TOKEN``, ...).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 import uuid
@@ -19,13 +21,19 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from breaker.coord.consul import ConsulSettings
 from breaker.testing._server import ConsulServer
 
-__all__ = ["ConsulHandle", "ConsulRequestError", "consul", "consul_prefix", "consul_server"]
+__all__ = [
+    "ConsulHandle",
+    "ConsulRequestError",
+    "agent_settings",
+    "consul",
+    "consul_prefix",
+    "consul_server",
+]
 
 ADDR_ENV = "CONSUL_HTTP_ADDR"
-TOKEN_ENV = "CONSUL_HTTP_TOKEN"
-SSL_ENV = "CONSUL_HTTP_SSL"
 _REAL_AGENT_REASON = (
     "needs the embedded Consul server's fault hooks; CONSUL_HTTP_ADDR points at a real agent"
 )
@@ -39,7 +47,8 @@ class ConsulHandle:
     """Reach the Consul under test over HTTP, whether the embedded server or a real agent.
 
     ``server`` is the embedded `ConsulServer`, or None against a real agent. The helpers send
-    the token in the ``X-Consul-Token`` header and give up after ``timeout`` seconds.
+    the token in the ``X-Consul-Token`` header, verify TLS with ``ssl_context`` and give up
+    after ``timeout`` seconds.
     """
 
     def __init__(
@@ -49,13 +58,27 @@ class ConsulHandle:
         token: str | None = None,
         server: ConsulServer | None = None,
         timeout: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token or None
         self.server = server
         self.timeout = timeout
-        # Loopback tests must not be routed through an HTTP proxy from the environment.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # Tests must not be routed through an HTTP proxy from the environment.
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=ssl_context))
+        self._opener = urllib.request.build_opener(*handlers)
+
+    @classmethod
+    def from_settings(cls, settings: ConsulSettings, *, timeout: float = 10.0) -> ConsulHandle:
+        """Return a handle on the agent ``settings`` describe, trusting what they trust."""
+        return cls(
+            settings.base_url,
+            token=settings.token,
+            timeout=timeout,
+            ssl_context=settings.ssl_context(),
+        )
 
     @property
     def addr(self) -> str:
@@ -103,14 +126,20 @@ class ConsulHandle:
         return f"ConsulHandle({self.url!r}, {where})"
 
 
+def agent_settings() -> ConsulSettings:
+    """Return the real agent's settings, resolved from the environment as `ConsulCoord` does."""
+    try:
+        return ConsulSettings.resolve()
+    except ValueError as exc:
+        raise pytest.UsageError(f"{ADDR_ENV} and friends: {exc}") from None
+
+
 def _agent_url(addr: str) -> str:
-    """Turn ``CONSUL_HTTP_ADDR`` (``host:port`` or a URL) into a base URL, as Consul's CLI does."""
-    if addr.startswith("unix://"):
-        raise pytest.UsageError(f"{ADDR_ENV}={addr!r}: unix sockets are not supported here")
-    if "://" in addr:
-        return addr
-    scheme = "https" if os.environ.get(SSL_ENV, "").lower() in ("1", "true") else "http"
-    return f"{scheme}://{addr}"
+    """Return the base URL of ``addr``, by the same rule (kept for callers of the old helper)."""
+    try:
+        return ConsulSettings.resolve(addr).base_url
+    except ValueError as exc:
+        raise pytest.UsageError(f"{ADDR_ENV}={addr!r}: {exc}") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -143,9 +172,8 @@ def consul_server() -> Iterator[ConsulServer]:
 @pytest.fixture
 def consul(request: pytest.FixtureRequest) -> ConsulHandle:
     """Give a handle on the Consul under test: the agent at ``CONSUL_HTTP_ADDR``, else embedded."""
-    addr = os.environ.get(ADDR_ENV)
-    if addr:
-        return ConsulHandle(_agent_url(addr), token=os.environ.get(TOKEN_ENV))
+    if os.environ.get(ADDR_ENV):
+        return ConsulHandle.from_settings(agent_settings())
     server: ConsulServer = request.getfixturevalue("consul_server")
     return ConsulHandle(server.url, server=server)
 

@@ -1,0 +1,125 @@
+"""python-consul's KV endpoint driven through our transport: it builds the requests and
+decodes the answers; we choose the timeouts and keep the token out of the URL.
+
+python-consul 1.1.0 and py-consul (the maintained fork, same ``consul`` module) both work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import consul
+
+from breaker._duration import format_go_duration
+from breaker._exceptions import CoordError
+from breaker.coord.consul._decode import Listing, decode_entry, decode_listing
+from breaker.coord.consul._transport import Reply, Response, Transport
+
+try:  # py-consul
+    from consul.api.kv import KV as _KV
+except ImportError:  # python-consul 1.1.0
+    _KV = consul.Consul.KV
+
+__all__ = ["ConsulKV"]
+
+Callback = Callable[[Response], Any]
+
+
+class _Calls:
+    """Stand in for the ``http`` object python-consul calls, bound to one request's timeouts."""
+
+    def __init__(self, transport: Transport, timeout: float, read_timeout: float) -> None:
+        self._transport = transport
+        self._timeout = timeout
+        self._read_timeout = read_timeout
+
+    def _send(
+        self, method: str, callback: Callback, path: str, params: Any, data: Any, kw: Any
+    ) -> Reply:
+        return self._transport.request(
+            method,
+            callback,
+            path,
+            params,
+            timeout=self._timeout,
+            read_timeout=self._read_timeout,
+            data=data,
+            headers=kw.get("headers"),
+        )
+
+    def get(self, callback: Callback, path: str, params: Any = None, **kw: Any) -> Reply:
+        return self._send("GET", callback, path, params, None, kw)
+
+    def put(
+        self, callback: Callback, path: str, params: Any = None, data: Any = "", **kw: Any
+    ) -> Reply:
+        return self._send("PUT", callback, path, params, data, kw)
+
+    def delete(self, callback: Callback, path: str, params: Any = None, **kw: Any) -> Reply:
+        return self._send("DELETE", callback, path, params, None, kw)
+
+    def post(
+        self, callback: Callback, path: str, params: Any = None, data: Any = "", **kw: Any
+    ) -> Reply:
+        return self._send("POST", callback, path, params, data, kw)
+
+
+class _Agent:
+    """Stand in for the slice of a python-consul ``Consul`` object its KV endpoint reads."""
+
+    def __init__(self, http: _Calls, datacenter: str | None) -> None:
+        self.http = http
+        self.token = None  # the token travels in a header the transport adds
+        self.dc = datacenter
+        self.consistency = "default"
+
+    def prepare_headers(self, token: str | None = None) -> dict[str, str]:
+        return {}
+
+
+class ConsulKV:
+    """Run the KV operations breaker needs, each with the timeouts its caller chooses."""
+
+    def __init__(self, transport: Transport, *, timeout: float) -> None:
+        self.transport = transport
+        self.timeout = timeout
+
+    def _kv(self, read_timeout: float | None = None) -> Any:
+        calls = _Calls(self.transport, self.timeout, read_timeout or self.timeout)
+        return _KV(_Agent(calls, self.transport.settings.datacenter))
+
+    def list(
+        self, prefix: str, *, index: int = 0, wait: float | None = None, read_timeout: float
+    ) -> Listing:
+        """Return every entry under ``prefix``; block while the index is ``index`` if > 0."""
+        wait_text = format_go_duration(round(wait * 1e9)) if index and wait else None
+        reply = self._kv(read_timeout).get(
+            prefix, recurse=True, index=index or None, wait=wait_text
+        )
+        return decode_listing(reply.value, reply.headers, prefix)
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        """Return the value of ``key`` and its ModifyIndex, or None when there is no such key."""
+        reply = self._kv().get(key)
+        _, entry = reply.value
+        return None if entry is None else decode_entry(entry)
+
+    def put(self, key: str, value: bytes, *, cas: int | None = None) -> bool:
+        """Write ``key``; return False when a check-and-set lost."""
+        reply = self._kv().put(key, value, cas=cas)
+        return _verdict(reply, "PUT", key)
+
+    def delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
+        """Delete ``key`` (or the tree under it); return False when a check-and-set lost."""
+        reply = self._kv().delete(key, recurse=recurse or None, cas=cas)
+        return _verdict(reply, "DELETE", key)
+
+
+def _verdict(reply: Reply, method: str, key: str) -> bool:
+    if reply.status == 404 or not isinstance(reply.value, bool):
+        raise CoordError(
+            f"malformed answer from Consul to {method} {key!r}: expected true or false",
+            condition="malformed",
+        )
+    return reply.value

@@ -1,0 +1,141 @@
+"""ConsulCoord across a real os.fork(): the child watches on its own, the parent is untouched."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import select
+import time
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+import breaker
+from breaker.coord import Snapshot
+from breaker.testing import ConsulServer
+
+pytestmark = [
+    pytest.mark.fault_injection,
+    pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
+]
+
+PREFIX = "config/dev/checkout/breakers/"
+KEY = PREFIX + "payments.json"
+TIMEOUT = 10.0
+
+
+def doc(failure_threshold: int) -> bytes:
+    return json.dumps({"failureThreshold": failure_threshold}).encode()
+
+
+class Pipe:
+    """Lines from one process to the other (a pipe: no lock that a fork could copy held)."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        self._buffer = b""
+
+    def send(self, line: str) -> None:
+        os.write(self.write_fd, line.encode() + b"\n")
+
+    def receive(self, timeout: float = TIMEOUT) -> str:
+        while b"\n" not in self._buffer:
+            ready, _, _ = select.select([self.read_fd], [], [], timeout)
+            assert ready, "nothing came through the pipe in time"
+            chunk = os.read(self.read_fd, 4096)
+            assert chunk, "the other end closed the pipe"
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+def fork() -> int:
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a process that has threads may deadlock: the
+        # very situation the coord's at-fork handler exists for.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def queries_on(server: ConsulServer, index: int) -> int:
+    return sum(1 for r in server.requests_log if r.query.get("index") == str(index))
+
+
+def wait_until(predicate: object, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def server() -> Iterator[ConsulServer]:
+    with ConsulServer(jitter=False) as server:
+        server.put(KEY, doc(1))
+        yield server
+
+
+def test_a_forked_child_watches_on_its_own_and_leaves_the_parent_alone(
+    server: ConsulServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    coord = breaker.ConsulCoord(server.addr, wait=30, timeout=2)
+    to_parent, to_child = Pipe(), Pipe()
+    parent_got: queue.Queue[Snapshot] = queue.Queue()
+    parent = os.getpid()
+
+    def on_change(snapshot: Snapshot) -> None:
+        if os.getpid() == parent:
+            parent_got.put(dict(snapshot))
+        else:
+            to_parent.send("snapshot " + snapshot.get(KEY, b"").decode())
+
+    with caplog.at_level(logging.WARNING, logger="breaker"):
+        watch = coord.watch(PREFIX, on_change)
+        assert parent_got.get(timeout=TIMEOUT) == {KEY: doc(1)}
+        wait_until(lambda: queries_on(server, server.index) == 1)  # in flight when we fork
+
+        pid = fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            code = 1
+            try:
+                to_parent.send("forked")
+                if to_child.receive() == "close":
+                    coord.close()
+                    to_parent.send("closed")
+                    code = 0
+            except BaseException as exc:
+                to_parent.send(f"error {exc!r}")
+            finally:
+                os._exit(code)
+
+        try:
+            assert to_parent.receive() == "forked"
+            # The child's watch restarted on a new connection from index 0: a full snapshot
+            # to the same callback, then a change written after the fork.
+            assert to_parent.receive() == "snapshot " + doc(1).decode()
+            server.put(KEY, doc(2))
+            assert to_parent.receive() == "snapshot " + doc(2).decode()
+            assert parent_got.get(timeout=TIMEOUT) == {KEY: doc(2)}
+            # Both watchers block on the new index; the child's close() must not break the
+            # parent's query, whose connection the child inherited.
+            wait_until(lambda: queries_on(server, server.index) == 2)
+            to_child.send("close")
+            assert to_parent.receive() == "closed"
+        finally:
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+        server.put(KEY, doc(3))
+        assert parent_got.get(timeout=TIMEOUT) == {KEY: doc(3)}
+        assert watch.health().up
+        coord.close()
+    assert caplog.records == []  # the parent's query was never broken, nor anything logged
+    to_parent.close()
+    to_child.close()
