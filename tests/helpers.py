@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from breaker.testing import ACLRule, ConsulServer, FakeClock
+
 PREFIX = "config/dev/checkout/breakers/"
 
 
@@ -31,3 +37,46 @@ async def aok() -> str:
 
 async def afail() -> None:
     raise Boom("downstream failed")
+
+
+@contextlib.contextmanager
+def acl_server(
+    tokens: Mapping[str, Iterable[ACLRule]], *, keys: Mapping[str, str] | None = None
+) -> Iterator[ConsulServer]:
+    """Run a stand-in with ACLs on and a default-deny policy, holding ``keys``."""
+    with ConsulServer(jitter=False, acl_tokens=tokens, acl_default_policy="deny") as server:
+        for key, value in (keys or {}).items():
+            server.put(key, value)
+        yield server
+
+
+class FakeSleep:
+    """A watcher's sleep on a `FakeClock`: record the pause, move the clock, return at once.
+
+    ``on_pause`` runs first (a test's cue to inject a fault). After ``park_after`` pauses it
+    parks until the watch stops, so a watcher facing an endless fault makes a known number
+    of requests instead of spinning.
+    """
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        park_after: int | None = None,
+        on_pause: Callable[[float], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.pauses: list[float] = []
+        self.park_after = park_after
+        self.on_pause = on_pause
+        self.parked = threading.Event()
+
+    def __call__(self, seconds: float, stop: threading.Event) -> bool:
+        if self.park_after is not None and len(self.pauses) >= self.park_after:
+            self.parked.set()
+            return stop.wait()
+        if self.on_pause is not None:
+            self.on_pause(seconds)
+        self.pauses.append(seconds)
+        self.clock.advance(seconds)
+        return stop.is_set()

@@ -17,12 +17,13 @@ import breaker
 from breaker.coord import Snapshot
 from breaker.testing import ConsulServer
 
+from .helpers import PREFIX
+
 pytestmark = [
     pytest.mark.fault_injection,
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
 ]
 
-PREFIX = "config/dev/checkout/breakers/"
 KEY = PREFIX + "payments.json"
 TIMEOUT = 10.0
 

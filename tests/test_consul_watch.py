@@ -35,7 +35,8 @@ from breaker.coord.consul._transport import Transport, keepalive_options
 from breaker.coord.consul._watch import HOLD, ConsulWatch, Timing
 from breaker.testing import ConsulServer, FakeClock, FaultProxy
 
-PREFIX = "config/dev/checkout/breakers/"
+from .helpers import PREFIX, FakeSleep
+
 KEY = PREFIX + "payments.json"
 PRODUCTION = Timing()
 WALL_OFFSET = 1_700_000_000.0
@@ -511,38 +512,6 @@ def assert_paced(starts: list[float], interval: float) -> None:
 
 
 # -- the real client through a fault proxy ---------------------------------------------
-
-
-class FakeSleep:
-    """A watcher's sleep on a `FakeClock`: record the pause, move the clock, return at once.
-
-    ``on_pause`` runs first (a test's cue to inject a fault). After ``park_after`` pauses it
-    parks until the watch stops, so a watcher facing an endless fault makes a known number
-    of requests instead of spinning.
-    """
-
-    def __init__(
-        self,
-        clock: FakeClock,
-        *,
-        park_after: int | None = None,
-        on_pause: Callable[[float], None] | None = None,
-    ) -> None:
-        self.clock = clock
-        self.pauses: list[float] = []
-        self.park_after = park_after
-        self.on_pause = on_pause
-        self.parked = threading.Event()
-
-    def __call__(self, seconds: float, stop: threading.Event) -> bool:
-        if self.park_after is not None and len(self.pauses) >= self.park_after:
-            self.parked.set()
-            return stop.wait()
-        if self.on_pause is not None:
-            self.on_pause(seconds)
-        self.pauses.append(seconds)
-        self.clock.advance(seconds)
-        return stop.is_set()
 
 
 class Collect:

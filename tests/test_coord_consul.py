@@ -17,11 +17,11 @@ import breaker
 from breaker import Config, CoordError, Policy
 from breaker.coord import Snapshot
 from breaker.testing import ACLRule, ConsulServer, FakeClock
-from tests.test_consul_watch import FakeSleep
+
+from .helpers import PREFIX, FakeSleep, acl_server
 
 pytestmark = pytest.mark.fault_injection
 
-PREFIX = "config/dev/checkout/breakers/"
 KEY = PREFIX + "payments.json"
 TOKEN = "9f0c5f0e-s3cr3t-token"
 TIMEOUT = 10.0
@@ -69,11 +69,9 @@ def doc(failure_threshold: int) -> str:
 
 
 @pytest.fixture
-def acl_server() -> Iterator[ConsulServer]:
+def reader_server() -> Iterator[ConsulServer]:
     """A server with ACLs on (default deny) where TOKEN may read config/; payments at 2."""
-    rules = [ACLRule("config/", "read")]
-    with ConsulServer(jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny") as server:
-        server.put(KEY, doc(2))
+    with acl_server({TOKEN: [ACLRule("config/", "read")]}, keys={KEY: doc(2)}) as server:
         yield server
 
 
@@ -162,9 +160,9 @@ class TestFaults:
             assert max(sleep.pauses) == 1.0
 
     def test_403_backs_off_without_hammering_and_keeps_the_default(
-        self, acl_server: ConsulServer, caplog: pytest.LogCaptureFixture
+        self, reader_server: ConsulServer, caplog: pytest.LogCaptureFixture
     ) -> None:
-        server = acl_server
+        server = reader_server
         clock = FakeClock()
         sleep = FakeSleep(clock, park_after=5)
         with (
@@ -194,14 +192,19 @@ class TestFaults:
         assert "wrong-token" not in caplog.text
 
     def test_token_travels_in_the_header_and_never_in_logs(
-        self, acl_server: ConsulServer, caplog: pytest.LogCaptureFixture
+        self, reader_server: ConsulServer, caplog: pytest.LogCaptureFixture
     ) -> None:
-        server = acl_server
-        with caplog.at_level(logging.DEBUG), new(server, token=TOKEN) as p:
+        server = reader_server
+        coord = coord_for(server, token=TOKEN)
+        assert TOKEN not in repr(coord) + repr(coord.settings)
+        with (
+            caplog.at_level(logging.DEBUG),
+            breaker.new(Config("checkout", "/" + PREFIX), coord=coord) as p,
+        ):
             assert p.policy("payments").failure_threshold == 2
             server.fail_next(1, status=500)
             eventually(lambda: blocking_requests(server) >= 2)
-            assert TOKEN not in repr(p) + repr(p._coord)
+            assert TOKEN not in repr(p)
         for request in server.requests_log:
             assert request.headers.get("x-consul-token") == TOKEN
             assert "token" not in request.query
@@ -272,11 +275,8 @@ class TestFaults:
 
     def test_filtered_listing_is_not_mistaken_for_deleted_policies(self) -> None:
         rules = [ACLRule(PREFIX, "read"), ACLRule(PREFIX + "secret", "deny")]
-        with ConsulServer(
-            jitter=False, acl_tokens={TOKEN: rules}, acl_default_policy="deny"
-        ) as server:
-            server.put(KEY, doc(2))
-            server.put(PREFIX + "secret.json", doc(9))
+        keys = {KEY: doc(2), PREFIX + "secret.json": doc(9)}
+        with acl_server({TOKEN: rules}, keys=keys) as server:
             with pytest.raises(CoordError, match="may not read every key"):
                 coord_for(server, token=TOKEN).load(PREFIX)
 

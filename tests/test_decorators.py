@@ -11,7 +11,7 @@ import pytest
 
 import breaker
 from breaker import BreakerOpenError, MemoryCoord, Policy, State
-from breaker.testing import FakeClock
+from breaker.testing import FakeClock, adopt
 
 from .helpers import PREFIX, Boom, NotFound
 
@@ -397,7 +397,7 @@ class TestGuard:
         self, provider: breaker.Provider, clock: FakeClock
     ) -> None:
         brk = provider.get_breaker("payments")
-        brk._adopt(Policy(failure_threshold=1, success_threshold=1, open_state_timeout=1))
+        adopt(brk, Policy(failure_threshold=1, success_threshold=1, open_state_timeout=1))
         with pytest.raises(Boom), provider.guard("payments"):
             raise Boom
         clock.advance(1)

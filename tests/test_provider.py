@@ -234,12 +234,9 @@ class TestDynamicPolicies:
 
         def write_all(threshold: int) -> None:
             coord.put(PREFIX + "x", "ignored")  # not a policy
-            with coord._lock:  # one snapshot carrying every change, as Consul delivers it
-                for n in names:
-                    coord._data[PREFIX + n + ".json"] = json.dumps(
-                        {"failureThreshold": threshold}
-                    ).encode()
-                coord._deliver([PREFIX])
+            doc = json.dumps({"failureThreshold": threshold})
+            # One snapshot carrying every change, as Consul delivers it.
+            coord.put_many({PREFIX + n + ".json": doc for n in names})
 
         t = threading.Thread(target=reader)
         t.start()

@@ -1,6 +1,7 @@
 """Helpers for testing code that uses breaker: a Consul-compatible server, a fake clock, states."""
 
 from breaker._engine import Breaker
+from breaker._policy import Policy
 from breaker._state import State
 from breaker.testing._clock import FakeClock
 from breaker.testing._proxy import FaultProxy
@@ -12,4 +13,9 @@ def force_state(brk: Breaker, state: State | str) -> None:
     brk._force(State(state))
 
 
-__all__ = ["ACLRule", "ConsulServer", "FakeClock", "FaultProxy", "force_state"]
+def adopt(brk: Breaker, policy: Policy) -> None:
+    """Make ``brk`` use ``policy`` now, as its provider does when its document changes."""
+    brk._adopt(policy)
+
+
+__all__ = ["ACLRule", "ConsulServer", "FakeClock", "FaultProxy", "adopt", "force_state"]

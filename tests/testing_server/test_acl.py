@@ -9,6 +9,8 @@ import requests
 
 from breaker.testing._server import ANONYMOUS_ACCESSOR_ID, ACLRule, ConsulServer
 
+from .. import helpers
+
 TOKENS = {
     "writer": [ACLRule("app/", "write")],
     "reader": [ACLRule("app/", "read"), ACLRule("app/secret/", "deny")],
@@ -17,9 +19,8 @@ TOKENS = {
 
 @pytest.fixture
 def acl_server() -> Iterator[ConsulServer]:
-    with ConsulServer(jitter=False, acl_tokens=TOKENS, acl_default_policy="deny") as server:
-        for key in ("app/a", "app/b", "app/secret/s", "other"):
-            server.put(key, "v")
+    keys = dict.fromkeys(("app/a", "app/b", "app/secret/s", "other"), "v")
+    with helpers.acl_server(TOKENS, keys=keys) as server:
         yield server
 
 
