@@ -277,8 +277,10 @@ class TestFaults:
         rules = [ACLRule(PREFIX, "read"), ACLRule(PREFIX + "secret", "deny")]
         keys = {KEY: doc(2), PREFIX + "secret.json": doc(9)}
         with acl_server({TOKEN: rules}, keys=keys) as server:
+            coord = coord_for(server, token=TOKEN)
             with pytest.raises(CoordError, match="may not read every key"):
-                coord_for(server, token=TOKEN).load(PREFIX)
+                coord.load(PREFIX)
+            coord.close()
 
 
 class TestShutdown:
