@@ -85,6 +85,8 @@ class FakeConsul:
         self._seq = itertools.count()
         self._interrupt: CoordError | None = None
         self._wake = False
+        self._abandoned: Listing | None = None
+        self.answer_early = False  # blocking reads come back at once, index unchanged
 
     # the store
     def put(self, key: str, value: bytes) -> None:
@@ -99,7 +101,12 @@ class FakeConsul:
         self.drop("connection reset by peer")
 
     def restore(self, entries: dict[str, tuple[bytes, int]], index: int) -> None:
-        """A snapshot restore: older entries with their indexes; blocking reads are woken."""
+        """A snapshot restore: older entries with their indexes; blocking reads are woken.
+
+        As Consul's blockingquery.Query does when the state store is abandoned, a woken
+        read answers with what it read before the restore.
+        """
+        self._abandoned = Listing(self.index, dict(self.entries))
         self.entries = dict(entries)
         self.index = index
         self._wake = True
@@ -179,6 +186,8 @@ class FakeConsul:
         self.advance_to(ready)
         if self.clock() < self.t0 + self.leaderless_until:
             raise CoordError("HTTP 500: No cluster leader", condition="HTTP 500", status=500)
+        if index > 0 and self.answer_early:
+            return Listing(index, dict(self.entries))
         if index > 0:
             assert wait is not None
             end = min(ready + wait, deadline)
@@ -196,6 +205,10 @@ class FakeConsul:
                 self.advance_to(end)
                 if end >= deadline:
                     raise CoordError("timeout", condition="timeout")
+            if self._abandoned is not None:
+                abandoned, self._abandoned = self._abandoned, None
+                return abandoned
+        self._abandoned = None
         reported = self.index if self.reported_index is None else self.reported_index
         return Listing(reported, dict(self.entries))
 
@@ -420,13 +433,25 @@ class TestGaps:
         assert_paced([r.start for r in consul.reads], PRODUCTION.min_interval)
 
     def test_a_snapshot_restore_is_delivered_at_once(self, consul: FakeConsul) -> None:
+        consul.index = 500
         restored = {KEY: (doc(5), 300)}
         consul.at(10, lambda: consul.restore(restored, 300))
         consul.at(11, lambda: consul.put(KEY, doc(6)))
         _, got = run_watch(consul)
-        assert got.first_time(has(doc(5))) == 10  # the woken query carried the restored data
-        assert consul.reads[2].index == 0  # the index went backwards: start over
+        woken = consul.reads[1]
+        assert (woken.end, woken.outcome) == (10, "index 500")  # what it read before
+        assert consul.reads[2].index == 0  # back early, unchanged: read again from 0
+        assert got.first_time(has(doc(5))) == 10  # not a whole wait later
         assert got.first_time(has(doc(6))) == 11
+
+    def test_early_unchanged_answers_that_keep_coming_back_off(self, consul: FakeConsul) -> None:
+        """A proxy that answers blocking queries early with the same index cannot make it spin."""
+        consul.until = consul.clock() + 120
+        consul.answer_early = True
+        run_watch(consul)
+        blocking = [r for r in consul.reads if r.index > 0]
+        assert all(r.end == r.start for r in blocking)  # every blocking read came back at once
+        assert len(consul.reads) < 60  # backed off: not 10 reads a second for 2 minutes
 
     def test_a_leader_election_costs_its_own_length(self, consul: FakeConsul) -> None:
         consul.at(10, lambda: consul.drop("HTTP 500", status=500))
@@ -597,6 +622,21 @@ class TestGapsThroughAProxy:
         server.put(KEY, doc(3))  # index 2, far below the index the watcher last held
         got.wait_for(has(doc(3)), timeout=5)  # before: only when the 55 s wait ran out
         assert "index" not in server.requests_log[0].query  # the re-sync read
+        coord.close()
+
+    def test_a_snapshot_restore_is_applied_at_once(self, server: ConsulServer) -> None:
+        """Consul wakes blocked queries with what they read before: not a whole wait later."""
+        server.put(KEY, doc(2))
+        snapshot = server.snapshot()
+        for i in range(5):
+            server.put(KEY, doc(3 + i))  # the index moves on past the snapshot's
+        coord = breaker.ConsulCoord(server.addr)  # wait 55 s, timeout 5 s
+        got = Collect()
+        coord.watch(PREFIX, got)
+        got.wait_for(has(doc(7)), timeout=5)
+        wait_until(lambda: server.blocking_queries >= 1)
+        server.restore(snapshot)
+        got.wait_for(has(doc(2)), timeout=5)  # before: only when the 55 s wait ran out
         coord.close()
 
     def test_an_index_of_0_is_read_as_1_and_reads_stay_paced(

@@ -236,6 +236,7 @@ class ConsulWatch:
         seen: Mapping[str, tuple[bytes, int]] | None = None
         failures = 0
         timeouts = 0
+        early = 0
         condition: str | None = None
         while not self._stop_requested:
             pause = pacer.delay()
@@ -243,6 +244,7 @@ class ConsulWatch:
                 return
             pacer.take()
             blocking = index > 0
+            started = self._clock()
             try:
                 listing = link.list(
                     self.prefix,
@@ -300,7 +302,28 @@ class ConsulWatch:
                     index,
                 )
                 index = 0
+            elif blocking and listing.index == index and self._clock() - started < timing.wait:
+                # Unchanged, yet back before its wait could run out: Consul does that only
+                # when a snapshot restore abandons its state store, and answers with what it
+                # read before the restore. The restored index is lower: blocking again on
+                # ours would wait out a whole wait, so read again from 0 (backed off if it
+                # keeps happening, as a misbehaving proxy might make it).
+                early += 1
+                _log.info(
+                    "Consul answered a blocking query on %r early with its index unchanged "
+                    "(a snapshot restore?); reading it again from 0",
+                    self.prefix,
+                )
+                index = 0
+                if early > 1:
+                    delay = backoff(
+                        early - 2, timing.backoff_first, timing.backoff_cap, self._random(), None
+                    )
+                    if self._sleep(delay, self._wake) or self._stopping():
+                        return
             else:
+                if blocking:
+                    early = 0
                 index = new_index
             if listing.entries != seen and not self._stopping():
                 seen = listing.entries
