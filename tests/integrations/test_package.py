@@ -15,6 +15,7 @@ from breaker.integrations import retry_after_seconds
 # integration module -> (the library it imports, the extra that installs it)
 INTEGRATIONS = {
     "httpx": ("httpx", "httpx"),
+    "requests": ("requests", "requests"),
 }
 HEAVY = ["httpx", "httpcore", "requests", "grpc", "starlette", "flask", "werkzeug"]
 
