@@ -17,6 +17,8 @@ INTEGRATIONS = {
     "httpx": ("httpx", "httpx", "httpx"),
     "requests": ("requests", "requests", "requests"),
     "grpc": ("grpc", "grpcio", "grpc"),
+    "starlette": ("starlette", "starlette", "starlette"),
+    "flask": ("flask", "flask", "flask"),
 }
 HEAVY = ["httpx", "httpcore", "requests", "grpc", "starlette", "flask", "werkzeug"]
 
