@@ -87,13 +87,16 @@ class Breakers:
 
     __slots__ = ("_default", "_provider")
 
-    def __init__(self, provider: Provider | None, what: str) -> None:
+    def __init__(self, provider: Provider | None, name: object, what: str, per: str) -> None:
         if provider is not None and not isinstance(provider, Provider):
             raise TypeError(
                 f"{what}: provider must be a breaker.Provider or None, got {provider!r}"
             )
         self._provider = provider
-        self._default = _FromDefault(what) if provider is None else None
+        self._default = None
+        if provider is None:  # the warning, if any, names what runs unguarded
+            label = name if isinstance(name, str) else f"{what}, one per {per}"
+            self._default = _FromDefault(label)
 
     def get(self, name: str) -> Breaker | None:
         """Return the breaker called ``name``; None when there is no provider (run unguarded)."""

@@ -201,7 +201,7 @@ class _Rules:
         failure_codes: Iterable[grpc.StatusCode],
         what: str,
     ) -> None:
-        self._breakers = _common.Breakers(provider, what)
+        self._breakers = _common.Breakers(provider, name, what, "method")
         self._name = _common.namer(name, _method, what)
         self._failure_codes = frozenset(failure_codes)
         for code in self._failure_codes:

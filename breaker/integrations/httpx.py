@@ -109,7 +109,7 @@ class BreakerTransport(httpx.BaseTransport):
         failure_if: _FailureIf = None,
     ) -> None:
         self._transport = transport if transport is not None else httpx.HTTPTransport()
-        self._breakers = _common.Breakers(provider, "BreakerTransport")
+        self._breakers = _common.Breakers(provider, name, "BreakerTransport", "host:port")
         self._name = _common.namer(name, default_name, "BreakerTransport")
         self._failure_if = failure_if if failure_if is not None else server_error
 
@@ -164,7 +164,7 @@ class AsyncBreakerTransport(httpx.AsyncBaseTransport):
         failure_if: _FailureIf = None,
     ) -> None:
         self._transport = transport if transport is not None else httpx.AsyncHTTPTransport()
-        self._breakers = _common.Breakers(provider, "AsyncBreakerTransport")
+        self._breakers = _common.Breakers(provider, name, "AsyncBreakerTransport", "host:port")
         self._name = _common.namer(name, default_name, "AsyncBreakerTransport")
         self._failure_if = failure_if if failure_if is not None else server_error
 

@@ -100,7 +100,7 @@ class BreakerAdapter(HTTPAdapter):
         failure_if: _FailureIf = None,
         **adapter_kwargs: Any,
     ) -> None:
-        self._breakers = _common.Breakers(provider, "BreakerAdapter")
+        self._breakers = _common.Breakers(provider, name, "BreakerAdapter", "host:port")
         self._name = _common.namer(name, default_name, "BreakerAdapter")
         self._failure_if = failure_if if failure_if is not None else server_error
         super().__init__(**adapter_kwargs)
