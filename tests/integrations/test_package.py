@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pickle
 import subprocess
 import sys
 
@@ -84,3 +85,26 @@ def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one(
 ) -> None:
     exc = breaker.BreakerOpenError("api", breaker.State.OPEN, retry_after)
     assert retry_after_seconds(exc) == header
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("httpx", "BreakerOpenTransportError"),
+        ("requests", "BreakerOpenConnectionError"),
+        ("grpc", "BreakerOpenRpcError"),
+        ("grpc", "BreakerOpenAioRpcError"),
+    ],
+)
+def test_rejections_are_built_and_pickled_like_breaker_open_error(module: str, name: str) -> None:
+    pytest.importorskip(INTEGRATIONS[module][0])
+    cls = getattr(importlib.import_module(f"breaker.integrations.{module}"), name)
+    for args in [
+        ("api", breaker.State.OPEN, 2.5),
+        ("api", breaker.State.OPEN, 1.0, breaker.Mode.FORCED_OPEN),
+    ]:
+        exc = cls(*args)
+        assert isinstance(exc, breaker.BreakerOpenError)
+        assert exc.args == args
+        copy = pickle.loads(pickle.dumps(exc))
+        assert type(copy) is cls and copy.args == args and str(copy) == str(exc)
