@@ -18,6 +18,7 @@ from breaker._exceptions import (
     ErrBreakerOpen,
     PolicyError,
 )
+from breaker._patch import patch
 from breaker._policy import Policy
 from breaker._provider import Config, Provider, new
 from breaker._state import Mode, Outcome, State, StateChange, Stats
@@ -52,6 +53,7 @@ __all__ = [
     "circuit",
     "get_default_provider",
     "new",
+    "patch",
     "set_default_provider",
 ]
 

@@ -47,7 +47,10 @@ class CircuitDecorator(Protocol[P, R]):
 
 
 class _FromDefault:
-    """The breaker of a decorator bound to whichever provider is the default at call time."""
+    """The breaker of a decorator bound to whichever provider is the default at call time.
+
+    Integrations whose breaker names vary per call use `provider` alone.
+    """
 
     __slots__ = ("_cached", "_name", "_warned")
 
@@ -61,18 +64,24 @@ class _FromDefault:
         cached = self._cached
         if cached[0] is provider and provider is not None:
             return cached[1]
+        provider = self.provider()
         if provider is None:
-            if not self._warned:
-                self._warned = True
-                _log.warning(
-                    "breaker %r: no default provider is set (breaker.set_default_provider); "
-                    "calls run unguarded",
-                    self._name,
-                )
             return None
         brk = provider.get_breaker(self._name)
         self._cached = (provider, brk)
         return brk
+
+    def provider(self) -> Provider | None:
+        """Return the current default provider; warn once when there is none."""
+        provider = _default.current
+        if provider is None and not self._warned:
+            self._warned = True
+            _log.warning(
+                "breaker %r: no default provider is set (breaker.set_default_provider); "
+                "calls run unguarded",
+                self._name,
+            )
+        return provider
 
 
 @overload

@@ -94,3 +94,88 @@ def test_tenacity_example_keeps_the_breaker_outside_the_retry() -> None:
     out = run_example("with_tenacity.py")
     assert "call 1: failed after 3 attempts" in out
     assert "call 3: rejected by the breaker (open); attempts made: 0" in out
+
+
+def in_order(out: str, milestones: list[str]) -> None:
+    position = 0
+    for milestone in milestones:
+        found = out.find(milestone, position)
+        assert found >= 0, f"missing or out of order: {milestone!r}\n{out}"
+        position = found
+
+
+def test_httpx_example_counts_5xx_and_rejects_without_sending() -> None:
+    pytest.importorskip("httpx")
+    in_order(
+        run_example("httpx_client.py"),
+        [
+            "GET -> 200 7 in stock  breaker: closed",
+            "GET -> 503 overloaded  breaker: open",
+            "GET -> not sent: breaker '127.0.0.1:",
+            "the inventory service received 4 requests of 5",
+            "half-open -> closed",
+            "GET -> 200 7 in stock  breaker: closed",
+            "httpx.AsyncClient with AsyncBreakerTransport: 200",
+        ],
+    )
+
+
+def test_requests_example_rejects_with_a_requests_error() -> None:
+    pytest.importorskip("requests")
+    in_order(
+        run_example("requests_client.py"),
+        [
+            "order 1: 200  breaker: closed",
+            "order 3: 429  breaker: open",
+            "order 4: rejected: breaker 'payments' is open",
+            "the payments API received 3 of 4 charges",
+            "order 5: 200  breaker: closed",
+        ],
+    )
+
+
+def test_grpc_example_guards_a_method_sync_and_aio() -> None:
+    pytest.importorskip("grpc")
+    in_order(
+        run_example("grpc_client.py"),
+        [
+            "Reserve(sku-404) -> NOT_FOUND: no such sku sku-404  breaker: closed",
+            "Reserve(sku-1) -> UNAVAILABLE: inventory is restarting  breaker: open",
+            "not sent: UNAVAILABLE: breaker '/shop.Inventory/Reserve' is open",
+            "a future while open is already done: True, UNAVAILABLE",
+            "the inventory service received 5 of 7 calls",
+            "Reserve(sku-1) -> reserved sku-1  breaker: closed",
+            "grpc.aio with aio_interceptors(): reserved sku-1",
+        ],
+    )
+
+
+def test_web_app_example_answers_503_with_retry_after() -> None:
+    pytest.importorskip("flask")
+    pytest.importorskip("starlette")
+    out = run_example("web_app.py")
+    for framework in ("flask", "starlette"):
+        in_order(
+            out,
+            [
+                f"{framework:9} GET /checkout -> 200",
+                f"{framework:9} GET /checkout -> 502",
+                f"{framework:9} GET /checkout -> 503  Retry-After: 30",
+                '{"detail":"Service Unavailable"}',
+                f"{framework:9} GET /breakers -> open",
+            ],
+        )
+
+
+def test_patch_example_patches_on_import_and_restores() -> None:
+    in_order(
+        run_example("patch_client.py"),
+        [
+            "before the import: <Patch 'vendor_sms:Client.send' breaker='sms' waiting for import>",
+            "after the import:  <Patch 'vendor_sms:Client.send' breaker='sms' applied>",
+            "send -> queued for +15550100",
+            "send -> rejected, not sent: breaker 'sms' is open",
+            "the gateway saw 3 of 4 sends",
+            "Client.__dict__['send'] is a function",
+        ],
+    )

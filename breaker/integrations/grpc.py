@@ -1,0 +1,397 @@
+"""gRPC client interceptors that guard every call with a breaker, for grpc and grpc.aio.
+
+::
+
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(target), BreakerInterceptor(provider=provider)
+    )
+    channel = grpc.aio.insecure_channel(target, interceptors=aio_interceptors(provider=provider))
+
+Names
+    One breaker per method by default, named like the method:
+    ``/pkg.UserService/GetUser``, whose policy is
+    ``<policies_path>pkg.UserService/GetUser.json``. ``name="user-service"`` puts every
+    call through the interceptor under one breaker (one per target: give each
+    channel's interceptor the target's name); a function of the method name chooses
+    per call.
+What counts
+    A call that ends with a status in ``failure_codes`` counts as a failure; by
+    default `FAILURE_CODES`: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+    INTERNAL and UNKNOWN. Any other status is a success: the server answered
+    (NOT_FOUND, INVALID_ARGUMENT, ...). A call the client cancels is neither.
+When it counts
+    When the call completes: a blocking call when it returns or raises; a
+    ``.future()`` when the future is done; a response stream when the RPC ends,
+    that is once the stream is read to its end, fails, or is cancelled (dropping
+    the iterator cancels it; a stream left open and unread holds its verdict, and a
+    half-open breaker's trial slot, until it ends).
+Rejections
+    The call never starts. With ``grpc``, `BreakerOpenRpcError` stands in for the
+    call: blocking calls raise it, ``.future()`` returns it already done (``result()``
+    raises it, ``exception()`` returns it), response streams raise it when read.
+    With ``grpc.aio``, `BreakerOpenAioRpcError` is raised where the call is awaited
+    or read. Both are a `breaker.BreakerOpenError` and a ``grpc.RpcError`` with
+    ``code()`` UNAVAILABLE and ``details()`` naming the breaker, so existing
+    ``except grpc.RpcError`` clauses catch them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, ClassVar, NoReturn
+
+from breaker.integrations import _common
+
+try:
+    import grpc
+    import grpc.aio
+except ImportError as _exc:  # pragma: no cover - depends on what is installed
+    raise _common.missing("grpc", "grpcio", "grpc") from _exc
+
+from breaker._decorators import Guard
+from breaker._engine import Breaker
+from breaker._exceptions import BreakerOpenError
+from breaker._provider import Provider
+from breaker._state import Mode, State
+
+__all__ = [
+    "FAILURE_CODES",
+    "BreakerInterceptor",
+    "BreakerOpenAioRpcError",
+    "BreakerOpenRpcError",
+    "aio_interceptors",
+]
+
+FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+"""The status codes that count as failures unless ``failure_codes`` says otherwise."""
+
+_Name = str | Callable[[str], str] | None
+
+
+def _args(
+    name: str, state: State, retry_after: float, mode: Mode | None
+) -> tuple[str, State, float] | tuple[str, State, float, Mode]:
+    return (name, state, retry_after) if mode is None else (name, state, retry_after, mode)
+
+
+class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Future):
+    """Stand in for a call that a breaker rejected: a `breaker.BreakerOpenError` and a failed RPC.
+
+    It is a ``grpc.RpcError``, a ``grpc.Call`` and a ``grpc.Future`` that is already
+    done, as grpc's own failed calls are: ``code()`` is UNAVAILABLE, ``details()`` names
+    the breaker, ``result()`` raises it; iterating it as a response stream raises it.
+    """
+
+    def code(self) -> grpc.StatusCode:
+        """Return UNAVAILABLE: the downstream is treated as unavailable, and the call never ran."""
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        """Return which breaker rejected the call and when it admits a trial call again."""
+        return str(self)
+
+    def debug_error_string(self) -> str:
+        """Return the same text as `details`."""
+        return str(self)
+
+    def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """Return no metadata: nothing reached the server."""
+        return ()
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """Return no metadata: nothing reached the server."""
+        return ()
+
+    def is_active(self) -> bool:
+        """Return False: the call is over."""
+        return False
+
+    def time_remaining(self) -> float | None:
+        """Return None: the call is over."""
+        return None
+
+    def cancel(self) -> bool:
+        """Return False: a call that is over cannot be cancelled."""
+        return False
+
+    def cancelled(self) -> bool:
+        """Return False: the call was rejected, not cancelled."""
+        return False
+
+    def running(self) -> bool:
+        """Return False: the call is over."""
+        return False
+
+    def done(self) -> bool:
+        """Return True: the call is over."""
+        return True
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        """Return False without registering ``callback``: the call is over."""
+        return False
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(self)`` now: the call is already done."""
+        fn(self)
+
+    def result(self, timeout: float | None = None) -> NoReturn:
+        """Raise this error, as a failed call's future does."""
+        raise self
+
+    def exception(self, timeout: float | None = None) -> BreakerOpenRpcError:
+        """Return this error, as a failed call's future does."""
+        return self
+
+    def traceback(self, timeout: float | None = None) -> TracebackType | None:
+        """Return the traceback of this error (None until it was raised)."""
+        return self.__traceback__
+
+    def __iter__(self) -> BreakerOpenRpcError:
+        return self
+
+    def __next__(self) -> NoReturn:
+        raise self
+
+
+class BreakerOpenAioRpcError(BreakerOpenError, grpc.aio.AioRpcError):
+    """Raise when a breaker rejects a ``grpc.aio`` call: a `breaker.BreakerOpenError`, an RPC error.
+
+    ``code()`` is UNAVAILABLE and ``details()`` names the breaker.
+    """
+
+    def __init__(
+        self, name: str, state: State, retry_after: float, mode: Mode | None = None, /
+    ) -> None:
+        grpc.aio.AioRpcError.__init__(
+            self, grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata()
+        )
+        self.args = _args(name, state, retry_after, mode)
+
+    def details(self) -> str:
+        """Return which breaker rejected the call and when it admits a trial call again."""
+        return str(self)
+
+    def debug_error_string(self) -> str:
+        """Return the same text as `details`."""
+        return str(self)
+
+    def __reduce__(self) -> tuple[type[BreakerOpenAioRpcError], tuple[Any, ...]]:
+        return type(self), self.args
+
+
+class _Rules:
+    """How an interceptor names breakers and judges finished calls."""
+
+    __slots__ = ("_breakers", "_failure_codes", "_name")
+
+    def __init__(
+        self,
+        provider: Provider | None,
+        name: _Name,
+        failure_codes: Iterable[grpc.StatusCode],
+        what: str,
+    ) -> None:
+        self._breakers = _common.Breakers(provider, name, what, "method")
+        self._name = _common.namer(name, _method, what)
+        self._failure_codes = frozenset(failure_codes)
+        for code in self._failure_codes:
+            if not isinstance(code, grpc.StatusCode):
+                raise TypeError(f"{what}: failure_codes must be grpc.StatusCode, got {code!r}")
+
+    def breaker(self, details: Any) -> Breaker | None:
+        method = details.method
+        if isinstance(method, bytes):  # grpc.aio passes the method as bytes
+            method = method.decode()
+        return self._breakers.get(self._name(method))
+
+    def settle(self, guard: Guard, cancelled: bool, code: grpc.StatusCode | None) -> None:
+        """Record a finished call: cancelled by the client, or ended with ``code``."""
+        if cancelled:
+            cancel = asyncio.CancelledError()  # neither success nor failure, as for asyncio
+            guard.__exit__(asyncio.CancelledError, cancel, None)
+            return
+        if code in self._failure_codes:
+            guard.record_failure()
+        guard.__exit__(None, None, None)
+
+
+def _method(method: str) -> str:
+    return method
+
+
+def _admit(brk: Breaker) -> Guard:
+    """Return an entered guard of ``brk``; raise `BreakerOpenError` if it rejects the call.
+
+    The guard is left when the call completes, which may be long after this returns.
+    """
+    guard = Guard(brk)
+    guard.__enter__()
+    return guard
+
+
+def _leave(guard: Guard, exc: BaseException) -> None:
+    guard.__exit__(type(exc), exc, exc.__traceback__)
+
+
+class BreakerInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Guard each call on a ``grpc`` channel with a breaker: ``grpc.intercept_channel(ch, it)``.
+
+    Without ``provider`` the default provider is looked up at each call (with none
+    set, calls run unguarded and a warning is logged once). ``failure_codes`` are the
+    status codes that count as failures (default `FAILURE_CODES`).
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: Provider | None = None,
+        name: _Name = None,
+        failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
+    ) -> None:
+        self._rules = _Rules(provider, name, failure_codes, "BreakerInterceptor")
+
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Guard a unary-unary call: blocking, ``with_call`` or ``future``."""
+        return self._intercept(continuation, client_call_details, request)
+
+    def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        """Guard a unary-stream call until its response stream ends."""
+        return self._intercept(continuation, client_call_details, request)
+
+    def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Guard a stream-unary call: blocking, ``with_call`` or ``future``."""
+        return self._intercept(continuation, client_call_details, request_iterator)
+
+    def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        """Guard a stream-stream call until its response stream ends."""
+        return self._intercept(continuation, client_call_details, request_iterator)
+
+    def _intercept(self, continuation: Any, details: Any, request: Any) -> Any:
+        rules = self._rules
+        brk = rules.breaker(details)
+        if brk is None:
+            return continuation(details, request)
+        try:
+            guard = _admit(brk)
+        except BreakerOpenError as exc:
+            return BreakerOpenRpcError(*exc.args)
+        try:
+            call = continuation(details, request)
+        except BaseException as exc:
+            _leave(guard, exc)
+            raise
+
+        def done(call: Any) -> None:
+            rules.settle(guard, call.cancelled(), call.code())
+
+        # Blocking calls are complete here and report at once; futures and streams later.
+        call.add_done_callback(done)
+        return call
+
+
+class _AioInterceptor:
+    """What the four ``grpc.aio`` interceptors share: one breaker protocol for any arity."""
+
+    # The tasks that wait for calls to finish, kept so that they are not collected.
+    _waiting: ClassVar[set[asyncio.Task[None]]] = set()
+
+    def __init__(self, rules: _Rules) -> None:
+        self._rules = rules
+
+    async def _intercept(self, continuation: Any, details: Any, request: Any) -> Any:
+        brk = self._rules.breaker(details)
+        if brk is None:
+            return await continuation(details, request)
+        try:
+            guard = _admit(brk)
+        except BreakerOpenError as exc:
+            raise BreakerOpenAioRpcError(*exc.args) from None
+        try:
+            call = await continuation(details, request)
+        except BaseException as exc:
+            _leave(guard, exc)
+            raise
+        # An aio call's status is only available to a coroutine, so a task waits for it.
+        task = asyncio.get_running_loop().create_task(self._settle(guard, call))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+        return call
+
+    async def _settle(self, guard: Guard, call: Any) -> None:
+        try:
+            code = await call.code()
+        except BaseException as exc:  # the loop is shutting down: cancelled
+            _leave(guard, exc)
+            raise
+        self._rules.settle(guard, call.cancelled(), code)
+
+
+class _AioUnaryUnary(_AioInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return await self._intercept(continuation, client_call_details, request)
+
+
+class _AioUnaryStream(_AioInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return await self._intercept(continuation, client_call_details, request)
+
+
+class _AioStreamUnary(_AioInterceptor, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await self._intercept(continuation, client_call_details, request_iterator)
+
+
+class _AioStreamStream(_AioInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await self._intercept(continuation, client_call_details, request_iterator)
+
+
+def aio_interceptors(
+    *,
+    provider: Provider | None = None,
+    name: _Name = None,
+    failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
+) -> list[grpc.aio.ClientInterceptor]:
+    """Return interceptors that guard every kind of ``grpc.aio`` call, for ``interceptors=``.
+
+    ``grpc.aio`` gives each interceptor object one kind of call, so there are four,
+    sharing one configuration; the arguments are those of `BreakerInterceptor`.
+    """
+    rules = _Rules(provider, name, failure_codes, "aio_interceptors")
+    return [
+        _AioUnaryUnary(rules),
+        _AioUnaryStream(rules),
+        _AioStreamUnary(rules),
+        _AioStreamStream(rules),
+    ]

@@ -1,0 +1,132 @@
+"""A requests transport adapter that guards every request with the breaker of its downstream.
+
+::
+
+    session = requests.Session()
+    adapter = BreakerAdapter(provider=provider)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+
+Names
+    One breaker per downstream by default, named ``host:port`` from the request's URL
+    (``api.example.com:443``, the scheme's default port when the URL has none), the
+    same names as ``breaker.integrations.httpx``. ``name="payments"`` puts every
+    request of the adapter under one breaker; a function of the
+    ``requests.PreparedRequest`` chooses per request.
+What counts
+    A response for which ``failure_if(response)`` is true counts as a failure and is
+    still returned; by default that is any 5xx. An exception from sending (connection
+    refused, timeout, ...) counts as a failure and propagates. Retries configured with
+    ``max_retries`` happen inside the adapter: the breaker counts the final outcome.
+    With ``stream=True`` the outcome settles when the headers arrive.
+Rejections
+    `BreakerOpenConnectionError`, both a `breaker.BreakerOpenError` and a
+    ``requests.exceptions.ConnectionError``, so ``except requests.RequestException``
+    catches it too; the request is never sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from breaker.integrations import _common
+
+try:
+    import requests
+    from requests.adapters import HTTPAdapter
+except ImportError as _exc:  # pragma: no cover - depends on what is installed
+    raise _common.missing("requests", "requests", "requests") from _exc
+
+from breaker._decorators import Guard, _judge
+from breaker._exceptions import BreakerOpenError
+from breaker._provider import Provider
+from breaker._state import Mode, State
+
+__all__ = ["BreakerAdapter", "BreakerOpenConnectionError", "default_name", "server_error"]
+
+_Name = str | Callable[[requests.PreparedRequest], str] | None
+_FailureIf = Callable[[requests.Response], object] | None
+
+
+def default_name(request: requests.PreparedRequest) -> str:
+    """Return the default breaker name of a request: its downstream's ``host:port``."""
+    url = urlsplit(request.url or "")
+    return _common.downstream_name(url.scheme, url.hostname or "", url.port)
+
+
+def server_error(response: requests.Response) -> bool:
+    """Return whether ``response`` is a 5xx answer: the default ``failure_if``."""
+    return response.status_code >= 500
+
+
+class BreakerOpenConnectionError(BreakerOpenError, requests.exceptions.ConnectionError):
+    """Raise when a breaker rejects a request: a `breaker.BreakerOpenError` and a requests error.
+
+    ``request`` is the request that was not sent; ``name``, ``state`` and ``retry_after``
+    are the rejection's.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        state: State,
+        retry_after: float,
+        mode: Mode | None = None,
+        /,
+        *,
+        request: requests.PreparedRequest | None = None,
+    ) -> None:
+        # Given positional arguments, OSError would read them as errno and strerror.
+        requests.exceptions.ConnectionError.__init__(self, request=request)
+        self.args = (name, state, retry_after) if mode is None else (name, state, retry_after, mode)
+
+
+class BreakerAdapter(HTTPAdapter):
+    """Guard each request sent through this adapter with the breaker of its downstream.
+
+    ``adapter_kwargs`` go to ``requests.adapters.HTTPAdapter`` (``max_retries``,
+    ``pool_maxsize``, ...). Without ``provider`` the default provider is looked up at
+    each request (with none set, requests go out unguarded and a warning is logged
+    once).
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: Provider | None = None,
+        name: _Name = None,
+        failure_if: _FailureIf = None,
+        **adapter_kwargs: Any,
+    ) -> None:
+        self._breakers = _common.Breakers(provider, name, "BreakerAdapter", "host:port")
+        self._name = _common.namer(name, default_name, "BreakerAdapter")
+        self._failure_if = failure_if if failure_if is not None else server_error
+        super().__init__(**adapter_kwargs)
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """Send ``request`` if its breaker admits it; see ``HTTPAdapter.send``."""
+        brk = self._breakers.get(self._name(request))
+        if brk is None:
+            return super().send(request, stream, timeout, verify, cert, proxies)
+        admitted = False
+        try:
+            with Guard(brk) as call:
+                admitted = True
+                response = super().send(request, stream, timeout, verify, cert, proxies)
+                if _judge(self._failure_if, response):
+                    call.record_failure()
+        except BreakerOpenError as exc:
+            if admitted:  # raised while sending: not this breaker's rejection
+                raise
+            raise BreakerOpenConnectionError(*exc.args, request=request) from None
+        return response
