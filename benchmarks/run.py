@@ -452,6 +452,23 @@ def _memory_provider() -> Any:
     return breaker.new(breaker.Config("bench", "bench/breakers/"), coord=breaker.MemoryCoord())
 
 
+# -- 6: import time (benchmarks/importtime.py) ------------------------------------------------
+
+
+def import_time(report: Report, smoke: bool) -> None:
+    import importtime  # beside this script
+
+    result = importtime.measure(runs=3 if smoke else 21)
+    median = ms(result.median_us / 1e6)
+    rows = report.section("Import time: python -X importtime -c 'import breaker'")
+    note = f"median of {len(result.runs_us)} fresh processes, fastest {ms(result.min_us / 1e6)}"
+    report.add(rows, "import breaker (cumulative)", median, note)
+    modules = ", ".join(result.third_party) or "none"
+    report.add(rows, "third-party modules it imports", str(len(result.third_party)), modules)
+    goal = importtime.BASELINE_US / 2
+    report.target("import breaker <= half of 0.1.0's", median, result.median_us <= goal)
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -466,7 +483,7 @@ def machine() -> list[str]:
         pass
     versions = []
     for dist in (
-        "breaker",
+        "consul-breaker",
         "pybreaker",
         "wrapt",
         "attrs",
@@ -490,7 +507,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks it runs")
     parser.add_argument(
-        "--only", nargs="*", default=None, help="sections: micro threads tasks propagation scale"
+        "--only",
+        nargs="*",
+        default=None,
+        help="sections: micro threads tasks propagation scale import",
     )
     args = parser.parse_args()
     logging.getLogger("breaker").setLevel(logging.ERROR)
@@ -501,6 +521,7 @@ def main() -> None:
         "tasks": tasks,
         "propagation": propagation,
         "scale": scale,
+        "import": import_time,
     }
     for name, run in sections.items():
         if args.only is None or name in args.only:
