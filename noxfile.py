@@ -91,8 +91,8 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite."""
-    session.install("-e", ".[consul,test]")
+    """Run the test suite (the benchmarks' smoke run included: bench extra)."""
+    session.install("-e", ".[consul,test,bench]")
     session.run("python", "-m", "pytest", *session.posargs)
 
 
