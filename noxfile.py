@@ -1,5 +1,6 @@
-"""Lint, typing and tests on every Python 3.10-3.13 found, and the tests on the oldest and the
-newest pybreaker allowed: ``python3 tasks.py pythons`` (or ``nox``; ``nox -l`` lists sessions)."""
+"""Lint, typing and tests on every Python 3.10-3.13 found, the docs on the oldest and newest, and
+the tests on the oldest and the newest pybreaker allowed: ``python3 tasks.py pythons`` (or
+``nox``; ``nox -l`` lists the sessions)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,14 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (the benchmarks' smoke run included: bench extra)."""
     session.install("-e", ".[consul,test,bench]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=sorted({OLDEST, NEWEST}))
+def docs(session: nox.Session) -> None:
+    """Build the docs with -W on the oldest and newest Python (their Sphinx releases differ)."""
+    session.install("-e", ".[consul,docs]")
+    out = session.create_tmp()
+    session.run("python", "-m", "sphinx", "-W", "--keep-going", "-E", "-q", "docs", out)
 
 
 @nox.session(python=OLDEST)

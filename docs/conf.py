@@ -44,6 +44,7 @@ autodoc_inherit_docstrings = False
 
 _log = logging.getLogger(__name__)
 _expected: dict[str, list[str]] = {}  # module -> the public names its section must document
+_automodule: dict[str, list[str]] = {}  # module -> the names its automodule documents
 _current: list[str] = []  # the module whose section autodoc is writing
 _alias_docs: dict[str, list[str]] = {}  # "breaker.coord.Snapshot" -> its docstring's lines
 
@@ -82,6 +83,7 @@ class APIModule(SphinxDirective):
         _expected[name] = public
         # automodule passes over type aliases (Snapshot = Mapping[str, bytes]); autodata doesn't.
         aliases = [m for m in public if typing.get_origin(getattr(module, m)) is not None]
+        _automodule[name] = [m for m in public if m not in aliases]
         lines = [name, "-" * len(name), "", f".. automodule:: {name}"]
         if shown_at_top or aliases:
             lines.append(f"   :exclude-members: {', '.join(shown_at_top + aliases)}")
@@ -121,7 +123,7 @@ def keep_public_names(
     app: Sphinx, what: str, name: str, obj: object, skip: bool, options: object
 ) -> bool | None:
     """Document every name in a module's ``__all__``, one without a docstring too."""
-    if what == "module" and _current and name in _expected[_current[0]]:
+    if what == "module" and _current and name in _automodule[_current[0]]:
         return False
     return None
 
