@@ -267,9 +267,11 @@ def tasks(report: Report, smoke: bool) -> None:
     repeats = 1 if smoke else 3
 
     async def main() -> dict[str, float]:
-        return {
-            name: min([await run(make) for _ in range(repeats)]) for name, make in cases.items()
-        }
+        # A loop, not a dict comprehension around an await: Python 3.10 rejects that.
+        best = {}
+        for name, make in cases.items():
+            best[name] = min([await run(make) for _ in range(repeats)])
+        return best
 
     elapsed = asyncio.run(main())
     rows = report.section(f"Concurrency: {n} asyncio tasks x {calls} awaits of asyncio.sleep(0.01)")
@@ -477,6 +479,28 @@ def _memory_provider() -> Any:
     return breaker.new(breaker.Config("bench", "bench/breakers/"), coord=breaker.MemoryCoord())
 
 
+# -- 6: import time (benchmarks/importtime.py) ------------------------------------------------
+
+
+def import_time(report: Report, smoke: bool) -> None:
+    import importtime  # beside this script
+
+    result = importtime.measure(runs=3 if smoke else 21)
+    median = ms(result.median_us / 1e6)
+    rows = report.section("Import time: python -X importtime -c 'import breaker'")
+    note = f"median of {len(result.runs_us)} fresh processes, fastest {ms(result.min_us / 1e6)}"
+    report.add(rows, "import breaker (cumulative)", median, note)
+    with_consul = ms(result.with_consul_us / 1e6)
+    report.add(rows, "... and then breaker.ConsulCoord", with_consul, "what 0.1.0 imported")
+    modules = ", ".join(result.third_party) or "none"
+    report.add(
+        rows, "third-party modules import breaker loads", str(len(result.third_party)), modules
+    )
+    ratio = f"{result.ratio:.2f}x"
+    goal = importtime.GOAL
+    report.target(f"import breaker <= {goal}x of it with ConsulCoord", ratio, result.ratio <= goal)
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -491,7 +515,7 @@ def machine() -> list[str]:
         pass
     versions = []
     for dist in (
-        "breaker",
+        "consul-breaker",
         "pybreaker",
         "wrapt",
         "attrs",
@@ -515,7 +539,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks it runs")
     parser.add_argument(
-        "--only", nargs="*", default=None, help="sections: micro threads tasks propagation scale"
+        "--only",
+        nargs="*",
+        default=None,
+        help="sections: micro threads tasks propagation scale import",
     )
     args = parser.parse_args()
     logging.getLogger("breaker").setLevel(logging.ERROR)
@@ -526,6 +553,7 @@ def main() -> None:
         "tasks": tasks,
         "propagation": propagation,
         "scale": scale,
+        "import": import_time,
     }
     for name, run in sections.items():
         if args.only is None or name in args.only:
