@@ -190,8 +190,8 @@ def typing(args: list[str]) -> None:
     if (ROOT / "tests" / "typing").is_dir():  # the public API as users write it
         run([python, "-m", "mypy", "--strict", "tests/typing"])
         # pyright too (it fetches its own Node.js package from the npm registry once).
-        pyright = [python, "-m", "pyright", "-p", "tests/typing/pyrightconfig.json"]
-        run([*pyright, "--pythonpath", python])
+        config = "tests/typing/pyrightconfig.json"
+        run([python, "-m", "pyright", "-p", config, "--pythonpath", python])
     run([python, "-m", "mypy", "--strict", *TOOLING])
 
 

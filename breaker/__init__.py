@@ -64,3 +64,7 @@ def __getattr__(name: str) -> _typing.Any:
 
         return coord.ConsulCoord
     raise AttributeError(f"module 'breaker' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

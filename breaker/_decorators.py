@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
-import wrapt
-
 from breaker import _default
 from breaker._engine import Breaker, Exclusions, Ticket, exclusions
 from breaker._exceptions import BreakerOpenError
@@ -160,6 +158,8 @@ def circuit(
             wrapper = _async_wrapper(fixed, lookup, excl, fallback, failure_if)
         else:
             wrapper = _sync_wrapper(fixed, lookup, excl, fallback, failure_if, label)
+        import wrapt  # here, not at the top: importing wrapt costs more than the rest of breaker
+
         wrapped: Callable[P, R] = wrapt.FunctionWrapper(_stand_in(fn), wrapper)
         return wrapped
 

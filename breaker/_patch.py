@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-
 from breaker._decorators import ExcludeItem, FailureIf, circuit
 
 if TYPE_CHECKING:
@@ -216,6 +214,8 @@ def patch(
             handle._apply(module)  # AttributeError or TypeError leave the target unpatched
         elif module_name not in _hooked:
             _hooked.add(module_name)
+            import wrapt
+
             wrapt.register_post_import_hook(_on_import, module_name)
         _active[target] = handle
     return handle

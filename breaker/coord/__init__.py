@@ -34,3 +34,7 @@ def __getattr__(name: str) -> typing.Any:
         globals()[name] = coord
         return coord
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

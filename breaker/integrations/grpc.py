@@ -84,7 +84,7 @@ def _args(
     return (name, state, retry_after) if mode is None else (name, state, retry_after, mode)
 
 
-class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Future):
+class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[type-arg]
     """Stand in for a call that a breaker rejected: a `breaker.BreakerOpenError` and a failed RPC.
 
     It is a ``grpc.RpcError``, a ``grpc.Call`` and a ``grpc.Future`` that is already
@@ -104,11 +104,11 @@ class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Futur
         """Return the same text as `details`."""
         return str(self)
 
-    def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def initial_metadata(self) -> tuple[Any, ...]:
         """Return no metadata: nothing reached the server."""
         return ()
 
-    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+    def trailing_metadata(self) -> tuple[Any, ...]:
         """Return no metadata: nothing reached the server."""
         return ()
 
@@ -116,8 +116,8 @@ class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Futur
         """Return False: the call is over."""
         return False
 
-    def time_remaining(self) -> float | None:
-        """Return None: the call is over."""
+    def time_remaining(self) -> float | None:  # type: ignore[override]
+        """Return None, as grpc does for a call without a deadline: this one is over."""
         return None
 
     def cancel(self) -> bool:

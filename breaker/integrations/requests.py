@@ -27,7 +27,7 @@ Rejections
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -112,7 +112,7 @@ class BreakerAdapter(HTTPAdapter):
         timeout: Any = None,
         verify: Any = True,
         cert: Any = None,
-        proxies: dict[str, str] | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send ``request`` if its breaker admits it; see ``HTTPAdapter.send``."""
         brk = self._breakers.get(self._name(request))
