@@ -905,7 +905,7 @@ class Breaker:
     def _unlock_after_fork(self) -> None:
         self._lock.release()
 
-    def _reset_after_fork(self) -> None:
+    def _reset_after_fork(self) -> None:  # pragma: no cover - runs in a forked child
         """Give the child process a fresh lock; the parent's delivering thread is gone."""
         self._lock = threading.Lock()
         self._delivering = False

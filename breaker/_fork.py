@@ -61,7 +61,7 @@ def _after_in_parent() -> None:
     _guard.release()
 
 
-def _after_in_child() -> None:
+def _after_in_child() -> None:  # pragma: no cover - runs in a forked child, unmeasured
     global _guard
     for obj in _held:
         obj._fork_reset()
@@ -69,7 +69,7 @@ def _after_in_child() -> None:
     _guard = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX Python has it
     os.register_at_fork(
         before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child
     )

@@ -493,7 +493,7 @@ class Provider:
         self._lock.release()
         self._update_lock.release()
 
-    def _fork_reset(self) -> None:
+    def _fork_reset(self) -> None:  # pragma: no cover - runs in a forked child
         self._update_lock = threading.Lock()
         self._lock = threading.Lock()
         for brk in self._forking:

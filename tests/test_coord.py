@@ -270,3 +270,34 @@ class TestProviderOnEveryCoord:
                 assert brk.policy.failure_threshold == 4
                 assert f"{key}: " in caplog.text
                 assert "keeping the last good policy" in caplog.text
+
+
+class TestMemoryCoordDetails:
+    def test_get_and_a_watch_stopped_twice(self) -> None:
+        coord = breaker.MemoryCoord({"/a/x.json": "1"})
+        assert coord.get("a/x.json") == b"1" and coord.get("a/y.json") is None
+        watch = coord.watch("a/", lambda snapshot: None)
+        assert watch.health().up
+        watch.stop()
+        watch.stop()  # a second stop is harmless
+        coord.close()
+
+    def test_a_failing_watcher_is_logged_and_others_still_hear(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        coord = breaker.MemoryCoord()
+        heard: list[Snapshot] = []
+        calls = 0
+
+        def broken(snapshot: Snapshot) -> None:
+            nonlocal calls
+            calls += 1
+            if calls > 1:  # the first delivery comes from watch() itself
+                raise RuntimeError("watcher bug")
+
+        coord.watch("a/", broken)
+        coord.watch("a/", heard.append)
+        coord.put("a/x.json", "{}")
+        assert heard[-1] == {"a/x.json": b"{}"}
+        assert "coord watcher of 'a/' failed" in caplog.text and "watcher bug" in caplog.text
+        coord.close()

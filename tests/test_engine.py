@@ -22,6 +22,7 @@ from breaker import (
     ErrBreakerOpen,
     Guard,
     Mode,
+    Outcome,
     Policy,
     State,
 )
@@ -860,3 +861,11 @@ def test_no_pybreaker_in_errors(clock: FakeClock) -> None:
         brk.do(ok)
     assert type(info.value).__module__.startswith("breaker")
     assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+def test_errors_and_outcomes_read_as_text() -> None:
+    assert str(Outcome.SLOW) == "slow" and str(Mode.SHADOW) == "shadow"
+    by_hand = BreakerOpenError("payments is down")  # as library error subclasses may be built
+    assert str(by_hand) == "payments is down"
+    rejected = BreakerOpenError("payments", State.OPEN, 1.5)
+    assert rejected.mode is Mode.AUTO and "retry in 1.500s" in str(rejected)

@@ -130,3 +130,61 @@ def test_importing_the_module_imports_no_exporter() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_exporter_names_the_extra(
+    provider: breaker.Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from breaker.metrics import OpenTelemetryMetrics, PrometheusCollector
+
+    monkeypatch.setitem(sys.modules, "prometheus_client.core", None)
+    with pytest.raises(ImportError, match=r"consul-breaker\[prometheus\]"):
+        PrometheusCollector(provider)
+    monkeypatch.setitem(sys.modules, "opentelemetry.metrics", None)
+    with pytest.raises(ImportError, match=r"consul-breaker\[otel\]"):
+        OpenTelemetryMetrics(provider)
+
+
+def test_a_coord_never_synced_has_no_last_sync_sample(clock: FakeClock) -> None:
+    class Down(MemoryCoord):
+        def load(self, prefix: str) -> breaker.coord.Snapshot:
+            raise breaker.CoordError("consul is down")
+
+        def watch(self, prefix: str, on_change: breaker.coord.OnChange) -> breaker.coord.Watch:
+            inner = super().watch(prefix, on_change)
+
+            class Watch:
+                def stop(self) -> None:
+                    inner.stop()
+
+                def health(self) -> breaker.CoordHealth:
+                    return breaker.CoordHealth(up=False, last_error="consul is down")
+
+            return Watch()
+
+    with breaker.new(Config("s", PREFIX), coord=Down(), clock=clock) as p:
+        samples = scrape(p)
+        assert samples[("breaker_coord_up", frozenset({"service": "s"}.items()))] == 0
+        assert not any(name.startswith("breaker_coord_last_sync") for name, _ in samples)
+
+
+def test_closed_opentelemetry_instruments_report_nothing(provider: breaker.Provider) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from breaker.metrics import OpenTelemetryMetrics
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    OpenTelemetryMetrics(provider, meter_provider=meters).close()
+    data = reader.get_metrics_data()
+    points = [
+        point
+        for resource in (data.resource_metrics if data else [])
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    ]
+    assert points == []
+    meters.shutdown()

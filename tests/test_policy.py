@@ -288,6 +288,7 @@ class TestJSON:
             ('{"modeUntil": "2026-11-29 14:00"}', "modeUntil: expected an RFC 3339 timestamp"),
             ('{"modeUntil": "2026-02-30T00:00:00Z"}', "modeUntil: '2026-02-30T00:00:00Z' is not"),
             ('{"modeUntil": 1767225600}', "modeUntil"),
+            ('{"modeUntil": "2026-11-29T14:00:00+24:00"}', "offset out of range"),
             ("[" * 100_000, "malformed JSON"),
             ('{"a": ' * 100_000, "malformed JSON"),
         ],

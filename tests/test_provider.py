@@ -591,3 +591,35 @@ class TestManyBreakers:
     def test_the_cap_must_be_positive(self, coord: MemoryCoord) -> None:
         with pytest.raises(ValueError, match="max_breakers"):
             breaker.new(Config("s", PREFIX), coord=coord, max_breakers=0)
+
+
+class TestCustomCoords:
+    """A coord of the user's own that predates Watch.health() still works."""
+
+    class Silent(MemoryCoord):
+        def watch(self, prefix: str, on_change: breaker.coord.OnChange) -> breaker.coord.Watch:
+            inner = super().watch(prefix, on_change)
+
+            class Watch:
+                def stop(self) -> None:
+                    inner.stop()
+
+                def health(self) -> breaker.CoordHealth:
+                    raise NotImplementedError("this coord keeps no health")
+
+            return Watch()
+
+    def test_status_reports_a_coord_that_cannot_say_its_health(self, clock: FakeClock) -> None:
+        with breaker.new(Config("s", PREFIX), coord=self.Silent(), clock=clock) as provider:
+            health = provider.health()
+            assert not health.up and "this coord keeps no health" in str(health.last_error)
+            status = provider.status()
+            assert status["coord"] == {
+                "up": False,
+                "last_sync": None,
+                "last_error": "health() failed: this coord keeps no health",
+            }
+
+    def test_double_slashes_in_policies_path_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="'//'"):
+            Config("checkout", "config//breakers/")

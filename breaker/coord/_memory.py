@@ -101,7 +101,7 @@ class MemoryCoord:
     def _fork_release(self) -> None:
         self._lock.release()
 
-    def _fork_reset(self) -> None:
+    def _fork_reset(self) -> None:  # pragma: no cover - runs in a forked child
         self._lock = threading.RLock()
 
     def _deliver(self, keys: list[str]) -> None:
