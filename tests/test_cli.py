@@ -1,4 +1,4 @@
-"""The operators' CLI, end to end against the embedded Consul server.
+"""The operators' CLI, end to end against the embedded Consul server, and the README's examples.
 
 Commands run in-process through `breaker._cli.main` (with ``now`` fixed), except where the
 entry points themselves are under test (``python -m breaker`` in a subprocess).
@@ -10,7 +10,10 @@ import io
 import json
 import os
 import pathlib
+import re
+import shlex
 import signal
+import string
 import subprocess
 import sys
 import threading
@@ -1082,3 +1085,115 @@ def test_the_health_report_says_each_change_of_condition_once() -> None:
     assert report.lines(down, "t3") == []
     assert report.lines(up, "t4") == ["t4  Consul answers again"]
     assert report.lines(up, "t5") == []
+
+
+# -- the README's examples -----------------------------------------------------------------------
+
+
+def readme_cli_blocks() -> list[list[str]]:
+    """Return the lines of each console block in the README's CLI part."""
+    text = (ROOT / "README.rst").read_text()
+    part = text.split("\nCLI\n", 1)[1].split("\nLogs\n", 1)[0]
+    blocks = []
+    for match in re.finditer(r"^( *)\.\. code-block:: console\n\n((?:\1    .*\n|\n)+)", part, re.M):
+        indent = len(match.group(1)) + 4
+        blocks.append([line[indent:] for line in match.group(2).rstrip("\n").splitlines()])
+    return blocks
+
+
+COMMAND = re.compile(r"^\$ (?P<command>.*?)(?:\s+#\s*(?P<note>.*))?$")
+
+
+class ReadmeShell:
+    """Run the README's console lines the way a shell would, and check what they print.
+
+    It knows what the examples use: ``NAME=value`` and ``$NAME``, ``cat FILE`` (the lines
+    shown are the file, so it writes them), ``echo '...' | breaker ...``, ``echo '...' >
+    FILE``, ``breaker ... > FILE``, and ``^C``, which ends a running ``watch``. A comment
+    ``# exit N`` is the status to expect (0 otherwise); ``# meanwhile: breaker ...`` on a
+    ``watch`` line is a command run elsewhere while it watches.
+    """
+
+    def __init__(self, cli: Run) -> None:
+        self.cli = cli
+        self.variables: dict[str, str] = {}
+        self.watching: tuple[Watching, list[str]] | None = None
+        self.ran: set[str] = set()
+
+    def close(self) -> None:
+        if self.watching is not None:
+            self.watching[0].end()
+
+    def block(self, lines: list[str]) -> None:
+        steps: list[tuple[str, str | None, list[str]]] = []
+        for line in lines:
+            match = COMMAND.match(line)
+            if match:
+                steps.append((match.group("command"), match.group("note"), []))
+            elif line == "^C":
+                steps.append((line, None, []))
+            else:
+                steps[-1][2].append(line)
+        for command, note, shown in steps:
+            self.step(string.Template(command).substitute(self.variables), note, shown)
+
+    def step(self, command: str, note: str | None, shown: list[str]) -> None:
+        self.ran.add(command.split()[0])
+        assign = re.fullmatch(r"([A-Z]+)=(\S+)", command)
+        if assign:
+            self.variables[assign.group(1)] = assign.group(2)
+            return
+        if command.startswith("cat "):
+            write(command[4:], "\n".join(shown) + "\n")
+            return
+        if command == "^C":
+            assert self.watching is not None, "^C with nothing running"
+            (watching, expected), self.watching = self.watching, None
+            assert watching.end() == EXIT_OK
+            assert watching.stream.getvalue().splitlines() == expected
+            return
+        words, stdin, redirect = shlex.split(command), "", None
+        if words[0] == "echo" and words[2] == ">":
+            write(words[3], words[1] + "\n")
+            return
+        if words[0] == "echo":
+            assert words[2] == "|", command
+            stdin, words = words[1] + "\n", words[3:]
+        if ">" in words:
+            redirect, words = words[-1], words[:-2]
+        assert words[0] == "breaker", f"the README runs only breaker here: {command}"
+        if note and note.startswith("meanwhile: "):
+            self.watch(words, note[len("meanwhile: ") :], shown)
+            return
+        expected = int(note.split()[1]) if note and re.fullmatch(r"exit \d", note) else EXIT_OK
+        result = self.cli(*words[1:], stdin=stdin, merged=not redirect)
+        assert result.code == expected, (command, result)
+        if redirect:
+            pathlib.Path(redirect).write_text(result.out)
+            assert result.err.splitlines() == shown, command
+        else:
+            assert result.out.splitlines() == shown, command
+
+    def watch(self, words: list[str], elsewhere: str, shown: list[str]) -> None:
+        assert words[1] == "watch" and self.watching is None
+        watching = Watching(*words[2:])
+        self.watching = (watching, shown)
+        watching.stream.wait_for("Ctrl-C to stop\n")
+        other = shlex.split(string.Template(elsewhere).substitute(self.variables))
+        assert other[0] == "breaker"
+        assert self.cli(*other[1:]).code == EXIT_OK
+        watching.stream.wait_for(shown[-1])
+
+
+@pytest.mark.consul
+def test_the_readme_cli_examples_run_as_shown(cli: Run, env: ConsulServer) -> None:
+    blocks = readme_cli_blocks()
+    assert len(blocks) >= 4
+    shell = ReadmeShell(cli)
+    try:
+        for block in blocks:
+            shell.block(block)
+    finally:
+        shell.close()
+    assert shell.ran >= {"P=/config/dev/checkout/breakers/", "cat", "echo", "breaker", "^C"}
+    assert shell.watching is None, "a watch the README never stopped"
