@@ -960,6 +960,7 @@ def main(
     logging.getLogger("breaker").addHandler(quiet)
     try:
         code: int = args.run(args, ctx)
+        ctx.stdout.flush()  # here, where a closed pipe can still be reported as one
         return code
     except CLIError as exc:
         prefix = "error: " if exc.code in (EXIT_USAGE, EXIT_ERROR) else ""

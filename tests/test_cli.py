@@ -1075,6 +1075,24 @@ class TestWatch:
         assert err == ""
 
 
+def run_module(*argv: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start ``python -m breaker`` with ``argv``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "breaker", *argv], text=True, stderr=subprocess.PIPE, **kwargs
+    )
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback() -> None:
+    read, write_end = os.pipe()
+    os.close(read)  # `breaker schema | head -0`: nobody reads
+    try:
+        process = run_module("schema", stdout=write_end)
+    finally:
+        os.close(write_end)
+    _, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (EXIT_ERROR, "")
+
+
 def test_the_health_report_says_each_change_of_condition_once() -> None:
     report = _HealthReport()
     up, down = CoordHealth(up=True, last_sync=1.0), CoordHealth(up=False, last_error="HTTP 500")
