@@ -210,7 +210,8 @@ def _describe_document(doc: Checked | None) -> str:
 def changes(old: Checked | None, new: Checked | None) -> list[tuple[str | None, Any, Any]]:
     """Return what changed between two documents: (key, old, new), ``_MISSING`` for absent.
 
-    Two JSON objects are compared key by key; anything else as a whole (key None).
+    Two JSON objects are compared key by key; anything else, and an empty object that
+    appears or goes, as a whole (key None).
     """
     old_obj = old is None or (old.is_json and isinstance(old.value, dict))
     new_obj = new is None or (new.is_json and isinstance(new.value, dict))
@@ -225,6 +226,8 @@ def changes(old: Checked | None, new: Checked | None) -> list[tuple[str | None, 
         before, after = a.get(key, _MISSING), b.get(key, _MISSING)
         if not _same(before, after):
             found.append((key, before, after))
+    if not found and (old is None) != (new is None):
+        return [(None, old, new)]
     return found
 
 

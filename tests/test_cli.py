@@ -639,6 +639,8 @@ def test_every_write_prints_parseable_json(cli: Run, env: ConsulServer) -> None:
     result = cli("release", "--path", PATH, "payments", "--json")
     assert result.json()["action"] == "released"
     assert cli("release", "--path", PATH, "payments", "--json").json()["changes"] == []
+    result = cli("put", "--path", PATH, "search", "-", "--json", stdin="{}")
+    assert result.json()["changes"] == [{"key": None, "new": {}}]
     result = cli("rm", "--path", PATH, "payments", "--json")
     assert result.json() == {
         "action": "deleted",
@@ -1048,6 +1050,29 @@ class TestWatch:
             ("payments", "revalidated", True),  # unchanged, valid again on the new default
         ]
         assert events[3]["changes"] == []
+
+    def test_says_when_consul_goes_away_and_comes_back(self, env: ConsulServer) -> None:
+        watching = Watching("--path", PATH)
+        try:
+            watching.stream.wait_for("Ctrl-C to stop\n")
+            env.stop()
+            watching.stream.wait_for("still trying (services keep their policies)\n")
+            env.start()
+            env.put(PREFIX + "payments.json", "{}")
+            watching.stream.wait_for("payments  created")
+            watching.stream.wait_for("Consul answers again\n")
+        finally:
+            assert watching.end() == EXIT_OK
+        lines = watching.stream.getvalue().splitlines()
+        assert lines[1].startswith(
+            f"2026-11-29T13:45:00Z  Consul: cannot reach Consul at http://{env.addr}: "
+        )
+        assert lines[1].endswith("; still trying (services keep their policies)")
+        # The change and the recovery come from two threads, in either order.
+        assert sorted(lines[2:]) == [
+            "2026-11-29T13:45:00Z  Consul answers again",
+            "2026-11-29T13:45:00Z  payments  created  (absent) -> {}",
+        ]
 
     def test_ctrl_c_ends_python_dash_m_breaker_watch_cleanly(self, env: ConsulServer) -> None:
         environ = {k: v for k, v in os.environ.items() if k not in CONSUL_ENV}
