@@ -17,6 +17,7 @@ import string
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -226,6 +227,11 @@ def test_usage_errors_exit_2(cli: Run, env: ConsulServer) -> None:
     assert result.code == EXIT_USAGE
     assert result.err.startswith("breaker: error: --path: '/config/../other/' contains")
     assert cli("put", "--path", PATH, "x", "f.json", "--index", "-1").code == EXIT_USAGE
+    assert cli("rm", "--path", PATH, "x", "--index", "latest").code == EXIT_USAGE
+    result = cli("force-open", "--path", PATH, "payments", "--for", "1e12")
+    assert result == Result(
+        EXIT_USAGE, "", "breaker: error: --for 1e+12s ends after the year 9999\n"
+    )
     assert cli("--help").code == EXIT_OK
 
 
@@ -360,6 +366,29 @@ class TestLs:
         assert result.code == EXIT_INVALID
         assert "INVALID: failureThreshold: 0 turns the consecutive-failure rule off" in result.err
         assert stored(env, "search") is None
+
+    def test_an_invalid_service_default_is_flagged_and_not_used(
+        self, cli: Run, env: ConsulServer
+    ) -> None:
+        env.put(PREFIX + "_default.json", '{"successThreshold": 0}')
+        env.put(PREFIX + "payments.json", '{"failureThreshold": 3, "owner": "sre"}')
+        result = cli("ls", "--path", PATH)
+        assert result.code == EXIT_INVALID
+        assert result.out.splitlines()[1].startswith(
+            "_default (service default)  INVALID  successThreshold: expected an integer"
+        )
+        note = (
+            "warning: _default.json is invalid (successThreshold: expected an integer from 1 "
+            "to 1000000, got 0); documents are checked against the code's defaults, the "
+            "services against their last good service default\n"
+        )
+        assert result.err == note
+        result = cli("get", "--path", PATH, "payments")
+        assert result.code == EXIT_OK
+        assert result.err == "warning: ignoring unknown policy keys: 'owner'\n" + note
+        assert '"successThreshold": 1' in result.out  # the code's default
+        result = cli("force-open", "--path", PATH, "payments", "--for", "1m")
+        assert (result.code, result.err) == (EXIT_OK, note)
 
     def test_json_output(self, cli: Run, env: ConsulServer) -> None:
         env.put(PREFIX + "_default.json", '{"successThreshold": 2, "owner": "sre"}')
@@ -598,6 +627,25 @@ class TestPut:
         result = cli(*args, "--index", str(read), "--force", stdin='{"failureThreshold": 5}')
         assert result.code == EXIT_OK
         assert stored(env, "payments") == {"failureThreshold": 5}
+
+    def test_a_document_that_is_not_json_is_replaced_as_a_whole(
+        self, cli: Run, env: ConsulServer
+    ) -> None:
+        env.put(PREFIX + "payments.json", "failureThreshold=3")
+        result = cli("put", "--path", PATH, "payments", "-", stdin='{"failureThreshold": 3}')
+        assert result.out == (
+            f"updated {PREFIX}payments.json\n"
+            "  (not JSON: 'failureThreshold=3') -> {\"failureThreshold\": 3}\n"
+        )
+        env.put(PREFIX + "search.json", "[]")
+        result = cli("put", "--path", PATH, "search", "-", "--json", stdin="{}")
+        assert result.json()["changes"] == [{"key": None, "old": [], "new": {}}]
+
+    def test_an_unreadable_file(self, cli: Run, env: ConsulServer) -> None:
+        result = cli("put", "--path", PATH, "payments", "missing.json")
+        assert result == Result(
+            EXIT_INVALID, "", "breaker: cannot read missing.json: No such file or directory\n"
+        )
 
     def test_json_output(self, cli: Run, env: ConsulServer) -> None:
         index = env.put(PREFIX + "payments.json", '{"failureThreshold": 3, "mode": "shadow"}')
@@ -1116,6 +1164,26 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback() -> None:
         os.close(write_end)
     _, err = process.communicate(timeout=60)
     assert (process.returncode, err) == (EXIT_ERROR, "")
+
+
+@pytest.mark.consul
+@pytest.mark.fault_injection
+def test_ctrl_c_while_consul_hangs_is_one_line(env: ConsulServer) -> None:
+    env.hang()
+    environ = {k: v for k, v in os.environ.items() if k not in CONSUL_ENV}
+    process = run_module(
+        "ls", "--path", PATH, "--addr", env.addr, stdout=subprocess.PIPE, env=environ
+    )
+    try:
+        while not env.requests_log and process.poll() is None:
+            time.sleep(0.01)  # until the request is in Consul's hands
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, out, err) == (130, "", "breaker: interrupted\n")
 
 
 def test_the_health_report_says_each_change_of_condition_once() -> None:
