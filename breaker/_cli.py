@@ -755,10 +755,11 @@ def cmd_watch(args: argparse.Namespace, ctx: _Context) -> int:
                 known, seen = current, judged
 
         count = f"{len(known)} document" + ("" if len(known) == 1 else "s")
-        ctx.err(f"watching {prefix} ({count}); Ctrl-C to stop")
         watch = coord.watch(prefix, on_change)
         report = _HealthReport()
         try:
+            # Said once the watch runs: from here on, Ctrl-C is the normal way out.
+            ctx.err(f"watching {prefix} ({count}); Ctrl-C to stop")
             while not ctx.stop.wait(_HEALTH_POLL):
                 stamp = format_timestamp(ctx.now().replace(microsecond=0))
                 for line in report.lines(watch.health(), stamp):
