@@ -2,4 +2,5 @@
 
 from breaker._cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing this module (pydoc, autodoc) must not run the CLI
+    raise SystemExit(main())
