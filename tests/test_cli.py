@@ -268,6 +268,21 @@ def test_python_dash_m_breaker_is_the_cli(tmp_path: pathlib.Path) -> None:
     assert done.stderr == ""
 
 
+def test_the_console_script_is_the_cli(tmp_path: pathlib.Path) -> None:
+    script = pathlib.Path(sys.executable).with_name("breaker")
+    if not script.exists():
+        pytest.skip("this environment has breaker without its console script")
+    (tmp_path / "p.json").write_text('{"mode": "disabled"}')
+    done = subprocess.run(
+        [str(script), "validate", "p.json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (EXIT_OK, "p.json: OK\n", "")
+
+
 def test_without_the_consul_extra_consul_commands_say_what_to_install() -> None:
     code = (
         "import sys\n"
