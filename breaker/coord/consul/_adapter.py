@@ -59,11 +59,6 @@ class _Calls:
     def delete(self, callback: Callback, path: str, params: Any = None, **kw: Any) -> Reply:
         return self._send("DELETE", callback, path, params, None, kw)
 
-    def post(
-        self, callback: Callback, path: str, params: Any = None, data: Any = "", **kw: Any
-    ) -> Reply:
-        return self._send("POST", callback, path, params, data, kw)
-
 
 class _Agent:
     """Stand in for the slice of a python-consul ``Consul`` object its KV endpoint reads."""
