@@ -69,7 +69,9 @@ class _Agent:
         self.dc = datacenter
         self.consistency = "default"
 
-    def prepare_headers(self, token: str | None = None) -> dict[str, str]:
+    # py-consul asks for the token's header; python-consul 1.1.0, which the measured test
+    # run uses, never does (tasks.py runs the Consul tests on py-consul as well).
+    def prepare_headers(self, token: str | None = None) -> dict[str, str]:  # pragma: no cover
         return {}
 
 
