@@ -80,3 +80,18 @@ class FakeSleep:
         self.pauses.append(seconds)
         self.clock.advance(seconds)
         return stop.is_set()
+
+
+def save_coverage() -> None:
+    """In a forked child about to ``os._exit``: save what coverage measured there, if it runs.
+
+    The child's data file gets a name of its own (coverage notices the new pid) and
+    pytest-cov combines it with the parent's, so code that only a child runs is measured.
+    """
+    try:
+        import coverage
+    except ImportError:  # pragma: no cover - the test extra installs it
+        return
+    cov = coverage.Coverage.current()
+    if cov is not None:
+        cov.save()
