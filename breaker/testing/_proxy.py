@@ -64,9 +64,13 @@ class FaultProxy:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> FaultProxy:
-        """Listen on 127.0.0.1 and start forwarding; no-op if already started."""
+        """Listen on 127.0.0.1 and start forwarding; no-op if already started.
+
+        After `close` it listens again on the same port, as a network path that came back.
+        """
         if self._thread is not None:
             return self
+        self._closing = False  # started again after close()
         self._listener = socket.create_server(("127.0.0.1", self._port))
         self._listener.setblocking(False)
         self._port = self._listener.getsockname()[1]
