@@ -27,6 +27,7 @@ _JOIN_TIMEOUT = 5.0
 _TCP_REPAIR = 19  # linux/tcp.h; not exported by the socket module
 _TCP_QUICKACK = 12  # linux/tcp.h
 _HEAD_END = b"\r\n\r\n"
+_STATUS_LINE = b"HTTP/"  # how every HTTP/1.x response starts
 
 
 class FaultProxy:
@@ -487,8 +488,9 @@ _CHUNKED = re.compile(rb"^transfer-encoding:.*chunked", re.I | re.M)
 class _ResponseStream:
     """Find the head of each HTTP response in a byte stream, so headers can be rewritten.
 
-    Framing follows Content-Length; a response without one (chunked, or read until close)
-    ends the search and the rest of the stream passes through untouched.
+    Framing follows Content-Length; a response without one (chunked, or read until close),
+    or bytes that do not start like a response (another protocol), end the search and the
+    rest of the stream passes through untouched.
     """
 
     def __init__(self) -> None:
@@ -509,6 +511,12 @@ class _ResponseStream:
                 self._body_left -= n
                 continue
             self._head += data
+            if not self._head.startswith(_STATUS_LINE[: len(self._head)]):
+                # Not a response: hold nothing back waiting for a head that never comes.
+                self._raw = True
+                out += self._head
+                self._head.clear()
+                break
             end = self._head.find(_HEAD_END)
             if end < 0:
                 break

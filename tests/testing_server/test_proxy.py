@@ -103,6 +103,16 @@ def abort(sock: socket.socket) -> None:
     sock.close()
 
 
+# -- forwarding ------------------------------------------------------------------------------------
+
+
+def test_bytes_that_are_not_http_pass_both_ways_at_once(pair: Pair) -> None:
+    pair.client.sendall(b"PING\n")
+    assert receive(pair.server, 5) == b"PING\n"
+    pair.server.sendall(b"PONG\n")  # no HTTP head to wait for: forwarded as it is
+    assert receive(pair.client, 5) == b"PONG\n"
+
+
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
