@@ -93,9 +93,10 @@ class FaultProxy:
         self._wake()
         thread.join(_JOIN_TIMEOUT)
         self._thread = None
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
+        wake_r, wake_w = self._wake_r, self._wake_w
+        assert wake_r is not None and wake_w is not None  # made by start(), with the thread
+        wake_r.close()
+        wake_w.close()
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -378,9 +379,7 @@ class FaultProxy:
             self._close_conn(conn, abort=False)
 
     def _sync(self, conn: _Conn) -> None:
-        """Register each socket of ``conn`` for what it is waiting for."""
-        if conn.closed:
-            return
+        """Register each socket of ``conn`` (open: closing removes it) for what it waits for."""
         for sock in conn.sockets():
             mask = 0
             source = conn.direction_from(sock)
