@@ -465,26 +465,31 @@ class TestMalformedAnswers:
 
     INDEX: ClassVar[dict[str, str]] = {"X-Consul-Index": "3", "Content-Type": "application/json"}
 
+    MALFORMED = "malformed answer from Consul"
+    # What the client library says of the last two differs: python-consul and py-consul
+    # decode the answer with their own code, and the coord quotes their errors.
+    FROM_THE_LIBRARY = re.escape(f"{MALFORMED} for /v1/kv/{PREFIX}: ")
+
     @pytest.mark.parametrize(
-        ("body", "headers", "message"),
+        ("body", "headers", "pattern"),
         [
-            (b"{}", INDEX, "malformed answer from Consul: expected a list of KV entries"),
-            (b'[{"Value": null}]', INDEX, "malformed answer from Consul: expected a KV entry"),
+            (b"{}", INDEX, re.escape(f"{MALFORMED}: expected a list of KV entries")),
+            (b'[{"Value": null}]', INDEX, re.escape(f"{MALFORMED}: expected a KV entry")),
             (
                 b'[{"Key": "k", "Value": null, "ModifyIndex": "7"}]',
                 INDEX,
-                "malformed answer from Consul: bad Value or ModifyIndex for 'k'",
+                re.escape(f"{MALFORMED}: bad Value or ModifyIndex for 'k'"),
             ),
-            (b"<html>Welcome</html>", INDEX, f"for /v1/kv/{PREFIX}: JSONDecodeError: "),
-            (b"[]", {}, f"for /v1/kv/{PREFIX}: KeyError: 'x-consul-index'"),
+            (b"<html>Welcome</html>", INDEX, FROM_THE_LIBRARY + ".*Expecting value"),
+            (b"[]", {}, FROM_THE_LIBRARY + "(?i:.*index)"),
         ],
         ids=["object", "no-key", "string-index", "html", "no-index-header"],
     )
-    def test_a_listing(self, body: bytes, headers: dict[str, str], message: str) -> None:
+    def test_a_listing(self, body: bytes, headers: dict[str, str], pattern: str) -> None:
         with Impostor() as impostor:
             impostor.answer(200, body, headers)
             coord = breaker.ConsulCoord(impostor.addr, timeout=2)
-            with pytest.raises(CoordError, match=re.escape(message)) as info:
+            with pytest.raises(CoordError, match=pattern) as info:
                 coord.load(PREFIX)
             coord.close()
         assert info.value.condition == "malformed"
