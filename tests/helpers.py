@@ -172,10 +172,8 @@ def save_coverage() -> None:
     The child's data file gets a name of its own (coverage notices the new pid) and
     pytest-cov combines it with the parent's, so code that only a child runs is measured.
     """
-    try:
-        import coverage
-    except ImportError:  # pragma: no cover - the test extra installs it
-        return
+    import coverage  # the test extra's
+
     cov = coverage.Coverage.current()
     if cov is not None:
         cov.save()
