@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import pathlib
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
 
 from breaker.testing import ACLRule, ConsulServer, FakeClock
 
 PREFIX = "config/dev/checkout/breakers/"
+TLS = pathlib.Path(__file__).parent / "tls"
+"""A test PKI (``tls/make.sh``): ca.pem, server.pem for 127.0.0.1, client.pem, their keys."""
 
 
 class Boom(Exception):
@@ -80,3 +86,94 @@ class FakeSleep:
         self.pauses.append(seconds)
         self.clock.advance(seconds)
         return stop.is_set()
+
+
+def tls_server_context() -> ssl.SSLContext:
+    """Serve as ``tls/server.pem`` (127.0.0.1), requiring a client certificate of the CA."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "server.pem", TLS / "server-key.pem")
+    context.load_verify_locations(TLS / "ca.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class Impostor:
+    """Something at Consul's address that is not quite Consul: one canned answer to anything.
+
+    ``tls`` (an SSL context for the server side) serves https. Each request is recorded with
+    the subject of the client certificate, if one was presented.
+    """
+
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        self.status = 200
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path, client CN
+        self.hanging = False  # read requests, never answer them (until the impostor stops)
+        self._stopping = threading.Event()
+        impostor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                peer = getattr(self.connection, "getpeercert", lambda: None)()
+                subject = dict(pair[0] for pair in peer["subject"]) if peer else {}
+                impostor.requests.append((self.command, self.path, subject.get("commonName")))
+                if impostor.hanging:
+                    impostor._stopping.wait()
+                    return
+                self.send_response(impostor.status)
+                for name, value in impostor.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(impostor.body)))
+                self.end_headers()
+                self.wfile.write(impostor.body)
+
+            do_GET = do_PUT = do_DELETE = answer
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        # A short poll: shutdown() waits for serve_forever to notice.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self._httpd.server_address[1]}"
+
+    def answer(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """Answer every request from now on with ``status``, ``headers`` and ``body``."""
+        self.status, self.body, self.headers = status, body, dict(headers or {})
+
+    def __enter__(self) -> Impostor:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+def save_coverage() -> None:
+    """In a forked child about to ``os._exit``: save what coverage measured there, if it runs.
+
+    The child's data file gets a name of its own (coverage notices the new pid) and
+    pytest-cov combines it with the parent's, so code that only a child runs is measured.
+    """
+    import coverage  # the test extra's
+
+    cov = coverage.Coverage.current()
+    if cov is not None:
+        cov.save()

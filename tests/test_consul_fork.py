@@ -7,17 +7,20 @@ import logging
 import os
 import queue
 import select
+import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
 import breaker
 from breaker.coord import Snapshot
+from breaker.coord.consul import _coord
 from breaker.testing import ConsulServer
 
-from .helpers import PREFIX
+from .helpers import PREFIX, save_coverage
 
 pytestmark = [
     pytest.mark.fault_injection,
@@ -114,6 +117,7 @@ def test_a_forked_child_watches_on_its_own_and_leaves_the_parent_alone(
             except BaseException as exc:
                 to_parent.send(f"error {exc!r}")
             finally:
+                save_coverage()
                 os._exit(code)
 
         try:
@@ -140,3 +144,63 @@ def test_a_forked_child_watches_on_its_own_and_leaves_the_parent_alone(
     assert caplog.records == []  # the parent's query was never broken, nor anything logged
     to_parent.close()
     to_child.close()
+
+
+# What the at-fork handler does with what should not come back to life in the child. These
+# call the handler in this process: nothing in them may start a thread.
+
+
+def test_a_coord_closed_before_the_fork_stays_closed_in_the_child(server: ConsulServer) -> None:
+    coord = breaker.ConsulCoord(server.addr, wait=30, timeout=2)
+    coord.watch(PREFIX, lambda snapshot: None)
+    coord.close()
+    threads = threading.active_count()
+
+    coord._after_fork_in_child()
+
+    assert threading.active_count() == threads
+    with pytest.raises(breaker.CoordError, match="closed"):
+        coord.watch(PREFIX, lambda snapshot: None)
+
+
+def test_a_watch_stopping_when_the_process_forked_is_not_restarted(
+    server: ConsulServer,
+) -> None:
+    coord = breaker.ConsulCoord(server.addr, wait=30, timeout=2)
+    watch = coord.watch(PREFIX, lambda snapshot: None)
+    watch.stop()  # as if a fork caught another thread in the middle of stop()
+    threads = threading.active_count()
+
+    watch.restart_in_child()
+
+    assert threading.active_count() == threads
+    assert not watch.health().up
+    coord.close()
+
+
+def test_one_coord_failing_in_the_child_does_not_leave_the_others_dead(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    restarted: list[str] = []
+
+    class Broken:
+        def _after_fork_in_child(self) -> None:
+            raise OSError("no more file descriptors")
+
+        def __repr__(self) -> str:
+            return "<broken coord>"
+
+    class Healthy:
+        def _after_fork_in_child(self) -> None:
+            restarted.append("healthy")
+
+    coords = [Broken(), Healthy(), Broken()]
+    monkeypatch.setattr(_coord, "_LIVE", weakref.WeakSet(coords))
+
+    _coord._after_fork_in_child()
+
+    assert restarted == ["healthy"]
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 2
+    assert failures[0].getMessage() == "restarting <broken coord> in a forked child failed"
+    assert "no more file descriptors" in caplog.text

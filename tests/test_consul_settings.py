@@ -13,6 +13,8 @@ from breaker.coord.consul import ConsulOptions, ConsulSettings
 from breaker.coord.consul._settings import parse_bool
 from breaker.testing import pytest_plugin
 
+from .helpers import TLS, Impostor, tls_server_context
+
 
 def resolve(env: dict[str, str] | None = None, **kwargs: object) -> ConsulSettings:
     return ConsulSettings.resolve(environ=env or {}, **kwargs)  # type: ignore[arg-type]
@@ -35,7 +37,8 @@ class TestAddress:
         assert resolve(addr=addr).base_url == url
 
     @pytest.mark.parametrize(
-        "addr", ["unix:///var/run/consul.sock", "ftp://x:1", "http://", "host:port"]
+        "addr",
+        ["unix:///var/run/consul.sock", "ftp://x:1", "http://", "host:port", ":8500", "http://:1"],
     )
     def test_bad_addresses_say_why(self, addr: str) -> None:
         with pytest.raises(ValueError, match="Consul address"):
@@ -131,6 +134,11 @@ def test_coord_arguments_are_checked() -> None:
         breaker.ConsulCoord("127.0.0.1:1", wait=0)
     with pytest.raises(ValueError, match="wait"):
         breaker.ConsulCoord("127.0.0.1:1", wait=601)
+    with pytest.raises(ValueError, match="timeout must be > 0, got 0"):
+        breaker.ConsulCoord("127.0.0.1:1", timeout=0)
+    # Linux counts keepalive in whole seconds: less than one would mean never.
+    with pytest.raises(ValueError, match=r"keepalive must be >= 1 second or None, got 0\.5"):
+        breaker.ConsulCoord("127.0.0.1:1", keepalive=0.5)
 
 
 class TestOneRule:
@@ -166,6 +174,30 @@ class TestOneRule:
         monkeypatch.setenv("CONSUL_HTTP_ADDR", "unix:///var/run/consul.sock")
         with pytest.raises(pytest.UsageError, match="unsupported scheme"):
             pytest_plugin.agent_settings()
+
+    def test_both_reach_an_agent_with_mutual_tls_from_the_environment_alone(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        with Impostor(tls=tls_server_context()) as agent:
+            for name in list(os.environ):
+                if name.startswith("CONSUL_"):
+                    monkeypatch.delenv(name)
+            monkeypatch.setenv("CONSUL_HTTP_ADDR", agent.addr)
+            monkeypatch.setenv("CONSUL_HTTP_SSL", "true")
+            monkeypatch.setenv("CONSUL_CACERT", str(TLS / "ca.pem"))
+            monkeypatch.setenv("CONSUL_CLIENT_CERT", str(TLS / "client.pem"))
+            monkeypatch.setenv("CONSUL_CLIENT_KEY", str(TLS / "client-key.pem"))
+            coord = breaker.ConsulCoord(timeout=2)
+            handle = pytest_plugin.ConsulHandle.from_settings(pytest_plugin.agent_settings())
+
+            agent.answer(
+                200, b'[{"Key": "k", "Value": "dg==", "ModifyIndex": 4}]', {"X-Consul-Index": "4"}
+            )
+            assert coord.get("k") == (b"v", 4)
+            agent.answer(200, b"v")
+            assert handle.get("k") == b"v"
+            coord.close()
+        assert [cn for _, _, cn in agent.requests] == ["breaker-test-client"] * 2
 
     def test_tls_context_follows_the_settings(self, tmp_path: pathlib.Path) -> None:
         assert resolve(addr="c:1").ssl_context() is None

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import attrs
 import pytest
 import requests
 from hypothesis import given, settings
@@ -362,6 +363,22 @@ class TestLoop:
         final = watch.health()
         assert final.up and final.last_error is None
         assert final.last_sync is not None and final.last_sync >= WALL_OFFSET + 40
+
+    def test_a_min_interval_of_0_turns_pacing_off(self, consul: FakeConsul) -> None:
+        consul.reported_index = 0  # every blocking read answers at once, as in that gap
+        consul.latency = 0.01
+        consul.until = consul.clock() + 1
+        run_watch(consul, attrs.evolve(PRODUCTION, min_interval=0))
+        assert consul.pauses == []
+        starts = [r.start for r in consul.reads]
+        assert len(starts) > 90  # one every 10 ms; paced, it would be a burst of 2, then 10
+        assert all(b - a == pytest.approx(0.01) for a, b in itertools.pairwise(starts))
+
+    def test_repr_names_the_prefix_and_the_health(self, consul: FakeConsul) -> None:
+        consul.until = consul.clock() + 1
+        watch, _ = run_watch(consul)
+        assert repr(watch) == f"<ConsulWatch {PREFIX!r} {watch.health()}>"
+        assert "up=True" in repr(watch)
 
     def test_a_callback_that_raises_is_logged_and_the_watch_goes_on(
         self, consul: FakeConsul, caplog: pytest.LogCaptureFixture

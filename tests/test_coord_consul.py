@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import pytest
 
 import breaker
 from breaker import Config, CoordError, Policy
 from breaker.coord import Snapshot
-from breaker.testing import ACLRule, ConsulServer, FakeClock
+from breaker.testing import ACLRule, ConsulServer, FakeClock, FaultProxy
 
-from .helpers import PREFIX, FakeSleep, acl_server
+from .helpers import PREFIX, TLS, FakeSleep, Impostor, acl_server, tls_server_context
 
 pytestmark = pytest.mark.fault_injection
 
@@ -456,6 +459,148 @@ class TestStopFromAnywhere:
         assert [str(e) for e in errors] == ["closed"]
 
 
+class TestMalformedAnswers:
+    """Something at Consul's address that is not quite Consul: a gateway's page, a proxy that
+    mangles headers. Each oddity is a `CoordError` that says what was wrong, never a crash."""
+
+    INDEX: ClassVar[dict[str, str]] = {"X-Consul-Index": "3", "Content-Type": "application/json"}
+
+    MALFORMED = "malformed answer from Consul"
+    # What the client library says of the last two differs: python-consul and py-consul
+    # decode the answer with their own code, and the coord quotes their errors.
+    FROM_THE_LIBRARY = re.escape(f"{MALFORMED} for /v1/kv/{PREFIX}: ")
+
+    @pytest.mark.parametrize(
+        ("body", "headers", "pattern"),
+        [
+            (b"{}", INDEX, re.escape(f"{MALFORMED}: expected a list of KV entries")),
+            (b'[{"Value": null}]', INDEX, re.escape(f"{MALFORMED}: expected a KV entry")),
+            (
+                b'[{"Key": "k", "Value": null, "ModifyIndex": "7"}]',
+                INDEX,
+                re.escape(f"{MALFORMED}: bad Value or ModifyIndex for 'k'"),
+            ),
+            (b"<html>Welcome</html>", INDEX, FROM_THE_LIBRARY + ".*Expecting value"),
+            (b"[]", {}, FROM_THE_LIBRARY + "(?i:.*index)"),
+        ],
+        ids=["object", "no-key", "string-index", "html", "no-index-header"],
+    )
+    def test_a_listing(self, body: bytes, headers: dict[str, str], pattern: str) -> None:
+        with Impostor() as impostor:
+            impostor.answer(200, body, headers)
+            coord = breaker.ConsulCoord(impostor.addr, timeout=2)
+            with pytest.raises(CoordError, match=pattern) as info:
+                coord.load(PREFIX)
+            coord.close()
+        assert info.value.condition == "malformed"
+
+    @pytest.mark.parametrize(
+        ("index", "message"),
+        [
+            ("abc", "Consul answered without a usable X-Consul-Index ('abc')"),
+            ("-1", "malformed answer from Consul: negative X-Consul-Index (-1)"),
+        ],
+    )
+    def test_an_index_mangled_on_the_way(
+        self, consul_server: ConsulServer, index: str, message: str
+    ) -> None:
+        consul_server.put(KEY, doc(2))
+        with FaultProxy(consul_server.addr) as proxy:
+            coord = breaker.ConsulCoord(proxy.addr, timeout=2)
+            assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+            proxy.rewrite_header("X-Consul-Index", index)
+            with pytest.raises(CoordError, match=re.escape(message)):
+                coord.load(PREFIX)
+            with pytest.raises(CoordError, match=re.escape(message)):
+                coord.load("config/nothing-here/")  # a 404 carries the index too
+            coord.close()
+
+    def test_a_single_key(self) -> None:
+        with Impostor() as impostor:
+            impostor.answer(200, b'[{"Key": 5, "Value": null}]', self.INDEX)
+            coord = breaker.ConsulCoord(impostor.addr, timeout=2)
+            with pytest.raises(CoordError, match="expected a KV entry"):
+                coord.get(KEY)
+            coord.close()
+
+    def test_writes_answered_with_neither_true_nor_false(self) -> None:
+        with Impostor() as impostor:
+            coord = breaker.ConsulCoord(impostor.addr, timeout=2)
+            impostor.answer(200, b'"OK"', self.INDEX)
+            with pytest.raises(CoordError, match=f"to PUT '{KEY}': expected true or false"):
+                coord.put(KEY, doc(2))
+            impostor.answer(404, b"", self.INDEX)
+            with pytest.raises(CoordError, match=f"to DELETE '{KEY}': expected true or false"):
+                coord.delete(KEY)
+            coord.close()
+        assert [method for method, _, _ in impostor.requests] == ["PUT", "DELETE"]
+
+
+MUTUAL_TLS = {
+    "ca_file": str(TLS / "ca.pem"),
+    "client_cert": str(TLS / "client.pem"),
+    "client_key": str(TLS / "client-key.pem"),
+}
+
+
+def listing(*entries: tuple[str, str, int]) -> bytes:
+    """Return a recursive GET's body as Consul writes it."""
+    return json.dumps(
+        [
+            {
+                "Key": key,
+                "Value": base64.b64encode(value.encode()).decode(),
+                "Flags": 0,
+                "LockIndex": 0,
+                "CreateIndex": index,
+                "ModifyIndex": index,
+            }
+            for key, value, index in entries
+        ]
+    ).encode()
+
+
+class TestTLS:
+    """An agent that serves https and requires a client certificate (verify_incoming)."""
+
+    def test_the_coord_trusts_the_ca_and_presents_its_certificate(self) -> None:
+        with Impostor(tls=tls_server_context()) as consul:
+            consul.answer(200, listing((KEY, doc(2), 7)), {"X-Consul-Index": "7"})
+            coord = breaker.ConsulCoord("https://" + consul.addr, timeout=2, **MUTUAL_TLS)
+            assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+            coord.close()
+        assert [cn for _, _, cn in consul.requests] == ["breaker-test-client"]
+
+    def test_a_certificate_from_an_unknown_ca_is_refused_and_said_so(self) -> None:
+        with Impostor(tls=tls_server_context()) as consul:
+            coord = breaker.ConsulCoord("https://" + consul.addr, timeout=2)
+            with pytest.raises(CoordError, match=r"TLS error: .*CERTIFICATE_VERIFY_FAILED") as info:
+                coord.load(PREFIX)
+            coord.close()
+        assert str(info.value).startswith(f"cannot reach Consul at https://{consul.addr}: ")
+        assert consul.requests == []
+
+    def test_close_cuts_a_request_in_flight_over_tls(self) -> None:
+        with Impostor(tls=tls_server_context()) as consul:
+            consul.hanging = True
+            coord = breaker.ConsulCoord("https://" + consul.addr, timeout=30, **MUTUAL_TLS)
+            errors: list[CoordError] = []
+
+            def load() -> None:
+                try:
+                    coord.load(PREFIX)
+                except CoordError as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=load)
+            thread.start()
+            eventually(lambda: len(consul.requests) == 1)
+            coord.close()
+            thread.join(TIMEOUT)
+            assert not thread.is_alive()
+        assert [str(e) for e in errors] == ["closed"]
+
+
 class TestLazyImport:
     """breaker.coord loads no HTTP or Consul module until ConsulCoord is used."""
 
@@ -513,3 +658,47 @@ class TestLazyImport:
             assert "pip install 'consul-breaker[consul]'" in line
             assert repr(missing) in line
         assert lines[2] == "MemoryCoord"
+
+    # The same, measured: this process, with the modules hidden as if never installed.
+
+    @pytest.fixture
+    def fresh(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Put breaker.coord.consul back as it is before its first use of ConsulCoord."""
+        import breaker.coord.consul as package
+
+        for name in ("_coord", "_adapter", "_transport"):
+            monkeypatch.delitem(sys.modules, f"breaker.coord.consul.{name}", raising=False)
+        monkeypatch.delitem(vars(package), "ConsulCoord", raising=False)
+
+    @pytest.mark.parametrize("missing", ["consul", "requests", "urllib3"])
+    @pytest.mark.usefixtures("fresh")
+    def test_the_error_names_the_extra(self, monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+        monkeypatch.setitem(sys.modules, missing, None)
+        with pytest.raises(ImportError) as info:
+            from breaker.coord.consul import ConsulCoord  # noqa: F401
+        assert str(info.value) == (
+            f"ConsulCoord needs python-consul (or py-consul) and requests, and {missing!r} "
+            "cannot be imported: pip install 'consul-breaker[consul]'"
+        )
+        assert info.value.name == missing
+
+    @pytest.mark.usefixtures("fresh")
+    def test_a_broken_module_of_breaker_is_not_passed_off_as_a_missing_extra(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "breaker.coord.consul._decode", None)
+        with pytest.raises(ImportError) as info:
+            from breaker.coord.consul import ConsulCoord  # noqa: F401
+        assert info.value.name == "breaker.coord.consul._decode"
+        assert "pip install" not in str(info.value)
+
+    def test_other_names_are_attribute_errors(self) -> None:
+        import breaker.coord
+        import breaker.coord.consul
+
+        with pytest.raises(AttributeError, match="has no attribute 'Consul'"):
+            breaker.coord.consul.Consul  # type: ignore[attr-defined]  # noqa: B018
+        with pytest.raises(AttributeError, match="has no attribute 'Consul'"):
+            breaker.coord.Consul  # type: ignore[attr-defined]  # noqa: B018
+        assert "ConsulCoord" in dir(breaker.coord)
+        assert breaker.coord.ConsulCoord is breaker.ConsulCoord

@@ -27,6 +27,7 @@ _JOIN_TIMEOUT = 5.0
 _TCP_REPAIR = 19  # linux/tcp.h; not exported by the socket module
 _TCP_QUICKACK = 12  # linux/tcp.h
 _HEAD_END = b"\r\n\r\n"
+_STATUS_LINE = b"HTTP/"  # how every HTTP/1.x response starts
 
 
 class FaultProxy:
@@ -64,9 +65,13 @@ class FaultProxy:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> FaultProxy:
-        """Listen on 127.0.0.1 and start forwarding; no-op if already started."""
+        """Listen on 127.0.0.1 and start forwarding; no-op if already started.
+
+        After `close` it listens again on the same port, as a network path that came back.
+        """
         if self._thread is not None:
             return self
+        self._closing = False  # started again after close()
         self._listener = socket.create_server(("127.0.0.1", self._port))
         self._listener.setblocking(False)
         self._port = self._listener.getsockname()[1]
@@ -88,9 +93,10 @@ class FaultProxy:
         self._wake()
         thread.join(_JOIN_TIMEOUT)
         self._thread = None
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
+        wake_r, wake_w = self._wake_r, self._wake_w
+        assert wake_r is not None and wake_w is not None  # made by start(), with the thread
+        wake_r.close()
+        wake_w.close()
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -373,9 +379,7 @@ class FaultProxy:
             self._close_conn(conn, abort=False)
 
     def _sync(self, conn: _Conn) -> None:
-        """Register each socket of ``conn`` for what it is waiting for."""
-        if conn.closed:
-            return
+        """Register each socket of ``conn`` (open: closing removes it) for what it waits for."""
         for sock in conn.sockets():
             mask = 0
             source = conn.direction_from(sock)
@@ -483,8 +487,9 @@ _CHUNKED = re.compile(rb"^transfer-encoding:.*chunked", re.I | re.M)
 class _ResponseStream:
     """Find the head of each HTTP response in a byte stream, so headers can be rewritten.
 
-    Framing follows Content-Length; a response without one (chunked, or read until close)
-    ends the search and the rest of the stream passes through untouched.
+    Framing follows Content-Length; a response without one (chunked, or read until close),
+    or bytes that do not start like a response (another protocol), end the search and the
+    rest of the stream passes through untouched.
     """
 
     def __init__(self) -> None:
@@ -505,6 +510,12 @@ class _ResponseStream:
                 self._body_left -= n
                 continue
             self._head += data
+            if not self._head.startswith(_STATUS_LINE[: len(self._head)]):
+                # Not a response: hold nothing back waiting for a head that never comes.
+                self._raw = True
+                out += self._head
+                self._head.clear()
+                break
             end = self._head.find(_HEAD_END)
             if end < 0:
                 break

@@ -111,3 +111,38 @@ def test_anonymous_rules_and_default_allow(http: requests.Session) -> None:
         assert http.get(server.url + "/v1/kv/open").status_code == 200
         assert http.get(server.url + "/v1/kv/locked/x").status_code == 403
         assert http.get(server.url + "/v1/kv/?keys").json() == ["open"]
+
+
+def test_a_recursive_delete_needs_write_on_the_whole_tree(http: requests.Session) -> None:
+    """Consul's KeyWritePrefix: write on the prefix, and no rule under it granting less."""
+    tokens = {
+        "writer": [ACLRule("app/", "write")],
+        "reader": [ACLRule("app/", "read")],
+        "mostly": [ACLRule("app/", "write"), ACLRule("app/secret/", "deny")],
+    }
+    keys = dict.fromkeys(("app/a", "app/secret/s", "other"), "v")
+    with helpers.acl_server(tokens, keys=keys) as server:
+
+        def delete_tree(prefix: str, token: str) -> requests.Response:
+            return http.delete(
+                f"{server.url}/v1/kv/{prefix}",
+                params={"recurse": ""},
+                headers={"X-Consul-Token": token},
+            )
+
+        reader = delete_tree("app/", "reader")
+        assert reader.status_code == 403
+        assert reader.text.endswith("lacks permission 'key:write' on \"app/\"")
+        assert delete_tree("app/", "mostly").status_code == 403  # app/secret/ is denied
+        assert delete_tree("app/secret/", "mostly").status_code == 403
+        assert server.keys() == ["app/a", "app/secret/s", "other"]
+
+        assert delete_tree("app/", "writer").json() is True
+        assert server.keys() == ["other"]
+
+
+def test_rules_and_policies_are_checked_when_given() -> None:
+    with pytest.raises(ValueError, match="access must be 'read', 'write' or 'deny', not 'admin'"):
+        ACLRule("app/", "admin")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="acl_default_policy must be 'allow' or 'deny'"):
+        ConsulServer(acl_tokens={}, acl_default_policy="block")  # type: ignore[arg-type]

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
         ("/v1/kv/a/../b", "/v1/kv/b"),
         ("/v1//kv/a", "/v1/kv/a"),
         ("/v1/kv", "/v1/kv/"),
+        ("/../v1/kv/a", "/v1/kv/a"),  # nothing above the root
+        ("/v1/kv/a/../../../b", "/b"),
     ],
 )
 def test_unclean_paths_are_redirected(
@@ -190,6 +192,19 @@ def test_status_leader_answers(http: requests.Session, consul_server: ConsulServ
     assert http.get(consul_server.url + "/v1/nope").status_code == 404
 
 
+def test_status_peers_and_the_methods_status_allows(consul_server: ConsulServer) -> None:
+    url = consul_server.url
+
+    peers = send(url, "GET", "/v1/status/peers")
+    options = send(url, "OPTIONS", "/v1/status/leader")
+    put = send(url, "PUT", "/v1/status/leader", body=b"")
+
+    assert (peers.status, peers.body) == (200, b'["127.0.0.1:8300"]')
+    assert (options.status, options.headers["Allow"], options.body) == (200, "OPTIONS,GET", b"")
+    assert (put.status, put.body) == (405, b"method PUT not allowed")
+    assert put.headers["Allow"] == "OPTIONS,GET"
+
+
 # -- gzip --------------------------------------------------------------------------------
 
 GZIP = {"Accept-Encoding": "gzip"}
@@ -236,6 +251,8 @@ def test_an_empty_body_is_not_gzipped(consul: ConsulHandle, consul_prefix: str) 
         ("deflate, gzip;q=0.5", True),
         ("gzip;q=0", False),
         ("gzip;q=oops", False),
+        ("gzip;level=9", True),  # a parameter that is not q is ignored
+        ("gzip;q=0;level=9", True),  # and resets q to 1, as gziphandler's parser does
         ("identity", False),
         ("*", False),
         ("", False),

@@ -379,3 +379,127 @@ def test_the_operator_helpers_take_any_key(consul_server: ConsulServer) -> None:
     consul_server.put(" restored from an old snapshot ", "v")
 
     assert consul_server.get(" restored from an old snapshot ") == b"v"
+
+
+# -- the rest of the endpoint's checks -------------------------------------------------------
+
+
+def test_options_answers_the_methods_allowed(consul: ConsulHandle, consul_prefix: str) -> None:
+    answer = send(consul.url, "OPTIONS", f"/v1/kv/{consul_prefix}k", token=consul.token)
+
+    assert answer.status == 200
+    assert answer.headers["Allow"] == "OPTIONS,GET,PUT,DELETE"
+    assert answer.body == b""
+
+
+def test_stale_and_consistent_together_are_400(consul: ConsulHandle, consul_prefix: str) -> None:
+    target = f"/v1/kv/{consul_prefix}k?stale&consistent"
+
+    answer = send(consul.url, "GET", target, token=consul.token)
+
+    assert answer.status == 400
+    assert answer.body == b"Cannot specify ?stale with ?consistent, conflicting semantics."
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_another_datacenter_is_out_of_reach(
+    consul: ConsulHandle, consul_prefix: str, method: str
+) -> None:
+    target = f"/v1/kv/{consul_prefix}k?dc=dc-nowhere"
+
+    answer = send(consul.url, method, target, body=b"v", token=consul.token)
+
+    assert (answer.status, answer.body) == (500, b"No path to datacenter")
+    assert consul.get(consul_prefix + "k") is None
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_writes_without_a_key_name_are_400(consul: ConsulHandle, method: str) -> None:
+    answer = send(consul.url, method, "/v1/kv/", body=b"v", token=consul.token)
+
+    assert (answer.status, answer.body) == (400, b"Missing key name")
+
+
+def test_pretty_indents_as_consul_does(consul: ConsulHandle, consul_prefix: str) -> None:
+    consul.put(consul_prefix + "k", "v")
+
+    entries = send(consul.url, "GET", f"/v1/kv/{consul_prefix}k?pretty", token=consul.token)
+    keys = send(consul.url, "GET", f"/v1/kv/{consul_prefix}?keys&pretty", token=consul.token)
+
+    assert entries.body.startswith(b'[\n    {\n        "LockIndex": 0,\n        "Key": "')
+    assert entries.body.endswith(b"\n    }\n]\n")
+    assert keys.body == f'[\n    "{consul_prefix}k"\n]\n'.encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ('a"b\\', '"a\\"b\\\\"'),
+        ("\t\n", '"\\t\\n"'),
+        ("\x01\x7f", '"\\x01\\x7f"'),
+        ("\u0085", '"\\u0085"'),
+        ("\U000e0001", '"\\U000e0001"'),
+        ("ünï", '"ünï"'),
+    ],
+    ids=["quote-backslash", "tab-lf", "controls", "nel", "tag", "letters"],
+)
+def test_a_bad_number_is_quoted_in_the_error_as_go_quotes_it(
+    http: requests.Session, kv: str, value: str, quoted: str
+) -> None:
+    response = http.put(kv + "f", data=b"v", params={"flags": value})
+
+    assert response.status_code == 500
+    assert response.text == f"strconv.ParseUint: parsing {quoted}: invalid syntax"
+
+
+# -- sessions: none here -----------------------------------------------------------------------
+
+
+def test_acquire_fails_as_with_an_unknown_session(http: requests.Session, kv: str) -> None:
+    unknown = http.put(kv + "lock", data=b"v", params={"acquire": "d5f1e2c3"})
+    missing = http.put(kv + "lock", data=b"v", params={"acquire": ""})
+
+    assert (unknown.status_code, unknown.text) == (500, 'invalid session "d5f1e2c3"')
+    assert (missing.status_code, missing.text) == (500, "missing session")
+
+
+def test_release_answers_false_and_still_takes_an_index(
+    http: requests.Session, consul_server: ConsulServer, kv: str
+) -> None:
+    before = consul_server.index
+
+    response = http.put(kv + "lock", data=b"v", params={"release": "d5f1e2c3"})
+
+    assert response.json() is False
+    assert consul_server.index == before + 1
+    assert consul_server.get("lock") is None
+
+
+# -- deletes that find nothing ---------------------------------------------------------------
+
+
+def test_deleting_what_is_not_there_succeeds_and_takes_an_index(
+    http: requests.Session, consul_server: ConsulServer, kv: str
+) -> None:
+    kept = consul_server.put("p/a", "v")
+
+    assert http.delete(kv + "nothing").json() is True
+    assert http.delete(kv + "none/", params={"recurse": ""}).json() is True
+
+    assert consul_server.index == kept + 2
+    assert index_of(http.get(kv + "p/?recurse")) == kept  # no tombstone anywhere
+
+
+def test_deleting_the_whole_tree_leaves_no_tombstone(
+    http: requests.Session, consul_server: ConsulServer, kv: str
+) -> None:
+    for key in ("a", "b/c"):
+        consul_server.put(key, "v")
+
+    assert http.delete(kv, params={"recurse": ""}).json() is True
+
+    assert consul_server.keys() == []
+    listing = http.get(kv + "?recurse")
+    assert listing.status_code == 404
+    assert index_of(listing) == consul_server.index  # the table's index: the delete's
+    assert consul_server.reap_tombstones() == 0

@@ -59,11 +59,6 @@ class _Calls:
     def delete(self, callback: Callback, path: str, params: Any = None, **kw: Any) -> Reply:
         return self._send("DELETE", callback, path, params, None, kw)
 
-    def post(
-        self, callback: Callback, path: str, params: Any = None, data: Any = "", **kw: Any
-    ) -> Reply:
-        return self._send("POST", callback, path, params, data, kw)
-
 
 class _Agent:
     """Stand in for the slice of a python-consul ``Consul`` object its KV endpoint reads."""
@@ -74,7 +69,9 @@ class _Agent:
         self.dc = datacenter
         self.consistency = "default"
 
-    def prepare_headers(self, token: str | None = None) -> dict[str, str]:
+    # py-consul asks for the token's header; python-consul 1.1.0, which the measured test
+    # run uses, never does (tasks.py runs the Consul tests on py-consul as well).
+    def prepare_headers(self, token: str | None = None) -> dict[str, str]:  # pragma: no cover
         return {}
 
 

@@ -223,5 +223,5 @@ def _after_fork_in_child() -> None:
             _log.exception("restarting %r in a forked child failed", coord)
 
 
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # pragma: no branch - only Windows lacks it
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -166,11 +166,6 @@ class Transport:
         self._session.mount("https://", adapter)
         self._closed = False
 
-    @property
-    def is_cut(self) -> bool:
-        """Say whether `cut` (or `close`) was called."""
-        return self._socks.cut
-
     def request(
         self,
         method: str,

@@ -98,9 +98,9 @@ class Agent:
             body = exc.message.encode("utf-8")
             reply = Reply(exc.status, body, TEXT if body else None, list(exc.headers))
         reply.headers[:0] = common
+        # Every answer with a body names its Content-Type, so gziphandler's sniffing (for an
+        # answer without one) never comes into play.
         if reply.body and go.accepts_gzip(request.headers.get("accept-encoding", "")):
-            if reply.content_type is None:
-                reply.content_type = go.sniff_content_type(reply.body)
             reply.body = gzip.compress(reply.body, mtime=0)
             reply.headers.append(("Content-Encoding", "gzip"))
         return reply

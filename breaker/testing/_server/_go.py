@@ -210,13 +210,3 @@ def accepts_gzip(header: str) -> bool:
         if coding and valid:
             accepted[coding] = qvalue
     return accepted.get("gzip", 0.0) > 0.0
-
-
-_BINARY = frozenset({*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)})
-
-
-def sniff_content_type(body: bytes) -> str:
-    """Return what ``http.DetectContentType`` says of a plain body: text unless binary bytes."""
-    if any(byte in _BINARY for byte in body[:512]):
-        return "application/octet-stream"
-    return "text/plain; charset=utf-8"
