@@ -98,51 +98,6 @@ def async_timer(
     return time_calls
 
 
-class UncountedBreaker(breaker.Breaker):
-    """Breaker.do without its success counter: what the counter costs, measured."""
-
-    __slots__ = ()
-
-    def do(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        era = self._fast
-        ticket = era if era is not None else self._admit()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._settle(ticket, exc)
-            raise
-        if ticket is era and self._fast is era:
-            if self._ok >= self._tick_at:
-                self._tick()
-        else:
-            self._settle(ticket)
-        return result
-
-
-def uncounted_circuit(brk: breaker.Breaker, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """@circuit's closed fast path without the success counter, on the same wrapt wrapper."""
-    import wrapt
-
-    from breaker._decorators import _stand_in
-
-    def call(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
-        era = brk._fast
-        ticket = era if era is not None else brk._admit()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            brk._settle(ticket, exc)
-            raise
-        if ticket is era and brk._fast is era:
-            if brk._ok >= brk._tick_at:
-                brk._tick()
-        else:
-            brk._settle(ticket)
-        return result
-
-    return wrapt.FunctionWrapper(_stand_in(fn), call)  # type: ignore[no-any-return]
-
-
 def provider() -> breaker.Provider:
     coord = breaker.MemoryCoord()
     return breaker.new(
@@ -163,10 +118,6 @@ def main() -> None:
     pb = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=HOUR)
     fab = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=HOUR)
     brk = p.get_breaker("do")
-    rated = p.get_breaker("do-rate")
-    rated._adopt(breaker.Policy(failure_rate=0.5, minimum_calls=20, rate_window=60))
-    uncounted = UncountedBreaker("uncounted", breaker.Policy(), clock=time.monotonic)
-    uncounted_deco = uncounted_circuit(p.get_breaker("deco-uncounted"), f)
     sync_closed: dict[str, Callable[[], object]] = {
         "sync/bare": f,
         "sync/pybreaker call()": lambda: pb.call(f),
@@ -176,9 +127,6 @@ def main() -> None:
         "sync/breaker.circuit (default provider)": breaker.circuit("deco-default")(f),
         "sync/breaker guard()": lambda: _guarded(p),
         "sync/breaker Breaker.do": lambda: brk.do(f),
-        "sync/breaker Breaker.do, failure rate set": lambda: rated.do(f),
-        "sync/breaker Breaker.do, no counter": lambda: uncounted.do(f),
-        "sync/breaker @circuit, no counter": uncounted_deco,
     }
     for name, call in sync_closed.items():
         runner.bench_time_func(name, sync_timer(call))

@@ -117,7 +117,7 @@ def micro(report: Report, smoke: bool) -> None:
             report.add(rows, label, ns(t), f"{what} {ratio:.2f}x {ref[len(prefix) :]}")
         return ratios
 
-    sync = section(
+    section(
         "Per-call overhead, closed breaker (sync)", "sync/", "sync/pybreaker decorator", "sync/bare"
     )
     section(
@@ -147,17 +147,6 @@ def micro(report: Report, smoke: bool) -> None:
     report.target(
         "@circuit rejection <= 1.0x circuitbreaker's (aim 0.6x)", f"{rej:.2f}x", rej <= 1.0
     )
-    do = sync["breaker Breaker.do"]
-    report.target(
-        "Breaker.do unchanged or better (0.09x pybreaker decorator in 0.1.0)",
-        f"{do:.2f}x pybreaker decorator",
-        do <= 0.1,
-    )
-    rate = times["sync/breaker Breaker.do, failure rate set"] / times["sync/breaker Breaker.do"]
-    report.target("Breaker.do with a failure rate <= 1.5x without", f"{rate:.2f}x", rate <= 1.5)
-    for way, label in (("Breaker.do", "breaker Breaker.do"), ("@circuit", "breaker @circuit")):
-        counted = times["sync/" + label] / times[f"sync/{label}, no counter"]
-        report.target(f"{way} with its counters <= 1.1x without", f"{counted:.2f}x", counted <= 1.1)
     async_deco = (times["async/breaker @circuit"] - times["async/bare"]) / (
         times["async/aiobreaker decorator"] - times["async/bare"]
     )
@@ -166,6 +155,29 @@ def micro(report: Report, smoke: bool) -> None:
         f"{async_deco:.2f}x aiobreaker decorator",
         async_deco <= 0.7,
     )
+
+
+def paired(report: Report, smoke: bool) -> None:
+    import paired as variants  # benchmarks/paired.py
+
+    best = variants.run(smoke)
+    rows = report.section("Near-equal variants, measured interleaved in one process")
+    for name, seconds in best.items():
+        report.add(rows, name, ns(seconds))
+    bare = best["bare"]
+
+    def ratio(a: str, b: str) -> float:
+        return (best[a] - bare) / (best[b] - bare)
+
+    old = ratio("Breaker.do", "Breaker.do, 0.1.0")
+    report.target(
+        "Breaker.do overhead <= 1.1x 0.1.0's (counters included)", f"{old:.2f}x", old <= 1.1
+    )
+    rate = best["Breaker.do, failure rate set"] / best["Breaker.do"]
+    report.target("Breaker.do with a failure rate <= 1.5x without", f"{rate:.2f}x", rate <= 1.5)
+    for way in ("Breaker.do", "@circuit"):
+        counted = best[way] / best[f"{way}, no counter"]
+        report.target(f"{way} with its counters <= 1.1x without", f"{counted:.2f}x", counted <= 1.1)
 
 
 # -- 3: concurrency ---------------------------------------------------------------------------
@@ -417,23 +429,26 @@ def scale(report: Report, smoke: bool) -> None:
     provider = breaker.new(breaker.Config("reload", prefix), coord=coord)
     for i in range(count):
         provider.get_breaker(f"svc-{i}")
-    changed = {
-        f"{prefix}svc-{i}.json": json.dumps(
-            {"failureThreshold": 4, "openStateTimeout": "30s"}
-        ).encode()
-        for i in range(count)
-    }
     logging.getLogger("breaker").setLevel(logging.WARNING)
-    t0 = time.perf_counter()
-    provider._apply(changed)
-    took = time.perf_counter() - t0
-    assert provider.get_breaker("svc-7").policy.failure_threshold == 4
+    took = float("inf")
+    for attempt in range(1 if smoke else 3):
+        # Every document different (its own threshold and timeout), as a fleet's may be.
+        changed = {
+            f"{prefix}svc-{i}.json": json.dumps(
+                {"failureThreshold": 4 + attempt + i % 1000, "openStateTimeout": f"{30 + i}s"}
+            ).encode()
+            for i in range(count)
+        }
+        t0 = time.perf_counter()
+        provider._apply(changed)
+        took = min(took, time.perf_counter() - t0)
+    assert provider.get_breaker("svc-7").policy.open_state_timeout == 37
     provider.close()
     report.add(
         rows,
         f"reload of {count:,} changed policies, {count:,} live breakers",
         ms(took),
-        "parse, validate, swap, adopt",
+        "all different; parse, validate, swap, adopt (best of 3)",
     )
     report.target(
         f"{count:,}-policy reload <= 100 ms", ms(took), took <= 0.1 if not smoke else None
@@ -542,13 +557,14 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="sections: micro threads tasks propagation scale import",
+        help="sections: micro paired threads tasks propagation scale import",
     )
     args = parser.parse_args()
     logging.getLogger("breaker").setLevel(logging.ERROR)
     report = Report()
     sections = {
         "micro": micro,
+        "paired": paired,
         "threads": threads,
         "tasks": tasks,
         "propagation": propagation,

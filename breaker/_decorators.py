@@ -252,10 +252,10 @@ def _sync_wrapper(
                     brk.name,
                     label,
                 )
-        if ticket is era and not failed and brk._fast is era:
-            brk._ok += 1
-            if brk._ok >= brk._tick_at:
-                brk._tick()
+        if ticket is era and not failed:
+            brk._left -= 1
+            if brk._left <= 0:
+                brk._spent(ticket)
         else:
             brk._settle(ticket, None, failed, excl)
         return result
@@ -294,10 +294,10 @@ def _async_wrapper(
                 return await _maybe_await(fallback(exc, *_fallback_args(instance, args), **kwargs))
             raise
         failed = False if failure_if is None else _judge(failure_if, result)
-        if ticket is era and not failed and brk._fast is era:
-            brk._ok += 1
-            if brk._ok >= brk._tick_at:
-                brk._tick()
+        if ticket is era and not failed:
+            brk._left -= 1
+            if brk._left <= 0:
+                brk._spent(ticket)
         else:
             brk._settle(ticket, None, failed, excl)
         return result

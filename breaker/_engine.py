@@ -8,9 +8,13 @@ which serializes every caller. So calls never go through it. Every way in (``do`
 a *ticket* or raises `BreakerOpenError`, the user's code runs with no lock held, and
 `Breaker._settle` records how it ended. Admission and settling are each one short
 critical section, and the common case takes none: while a breaker is closed with
-nothing to record, ``_fast`` holds the current era and a success only bumps a counter.
-Each way in inlines that fast path (measured: a method call would double the cost of
-``Breaker.do``); everything else goes through ``_admit`` and ``_settle``.
+nothing to record, ``_fast`` holds the current era and a success only counts down
+``_left``. The countdown stays among CPython's cached small ints and is folded into the
+success count every few hundred calls; it is also set to zero whenever the breaker stops
+being fast, so the next success takes the slow way and sees the change (the fast path
+never re-reads ``_fast`` after a call). Each way in inlines that fast path (measured: a
+method call would double the cost of ``Breaker.do``); everything else goes through
+``_admit`` and ``_settle``.
 
 Each stretch of time in one state is an *era*. A call's ticket names the era that
 admitted it, and its outcome only counts if that era is still current, so a slow call
@@ -56,7 +60,7 @@ _SLOW = Outcome.SLOW
 _EXCLUDED = Outcome.EXCLUDED
 _CANCELLED = Outcome.CANCELLED
 
-_NEVER = 1 << 62  # a success count no breaker reaches
+_FOLD = 256  # the fast path's success countdown: CPython caches the ints it passes through
 _BUCKETS = 10  # a rate window is kept in this many buckets
 _MAX_DOUBLINGS = 64
 
@@ -264,6 +268,7 @@ class Breaker:
 
     __slots__ = (
         "__weakref__",
+        "_budget",
         "_cb",
         "_clock",
         "_deadline",
@@ -271,6 +276,7 @@ class Breaker:
         "_doublings",
         "_events",
         "_fast",
+        "_left",
         "_lock",
         "_mode",
         "_n_cancelled",
@@ -287,7 +293,6 @@ class Breaker:
         "_queue",
         "_simple",
         "_st",
-        "_tick_at",
         "_tick_time",
         "_timed",
         "_transitions",
@@ -318,14 +323,17 @@ class Breaker:
         self._queue: list[tuple[str, str]] = []
         self._delivering = False
         self._transitions: dict[tuple[str, str], int] = {}
+        # Successes: _ok, plus what the fast path counted down from _budget to _left since.
+        # The countdown stays within CPython's cached small ints: counting up past 256
+        # would allocate an int object on every call.
         self._ok = self._ok_seen = 0
+        self._budget = self._left = _FOLD
         self._n_failure = self._n_slow = self._n_excluded = 0
         self._n_rejected = self._n_cancelled = 0
         self._mode = _AUTO
         self._deadline: float | None = None
         self._doublings = 0
         self._window: _Window | None = None
-        self._tick_at = _NEVER
         self._tick_time = 0.0
         self._policy = policy
         self._period = policy.open_state_timeout
@@ -381,7 +389,7 @@ class Breaker:
     def stats(self) -> Stats:
         """Return the calls counted by outcome and the transitions by kind, since creation."""
         calls = {
-            "success": self._ok,
+            "success": self._successes(),
             "failure": self._n_failure,
             "slow": self._n_slow,
             "excluded": self._n_excluded,
@@ -406,10 +414,10 @@ class Breaker:
         except BaseException as exc:
             self._settle(ticket, exc)
             raise
-        if ticket is era and self._fast is era:
-            self._ok += 1
-            if self._ok >= self._tick_at:
-                self._tick()
+        if ticket is era:
+            self._left -= 1
+            if self._left <= 0:
+                self._spent(era)
         else:
             self._settle(ticket)
         return result
@@ -425,10 +433,10 @@ class Breaker:
         except BaseException as exc:
             self._settle(ticket, exc)
             raise
-        if ticket is era and self._fast is era:
-            self._ok += 1
-            if self._ok >= self._tick_at:
-                self._tick()
+        if ticket is era:
+            self._left -= 1
+            if self._left <= 0:
+                self._spent(era)
         else:
             self._settle(ticket)
         return result
@@ -618,6 +626,39 @@ class Breaker:
                     self._close()
         self._refresh()
 
+    def _successes(self) -> int:
+        return self._ok + self._budget - self._left
+
+    def _fold(self) -> None:
+        """Move the fast path's countdown into ``_ok``, leaving the countdown where it is."""
+        # No call between reading and writing _left: under the GIL, no fast-path decrement
+        # can fall between them and be lost.
+        left = self._left
+        self._ok += self._budget - left
+        self._budget = left
+
+    def _recount(self, budget: int) -> None:
+        """Fold the countdown into ``_ok`` and restart it from ``budget`` (see `_fold`)."""
+        left = self._left
+        self._ok += self._budget - left
+        self._budget = self._left = budget
+
+    def _spent(self, era: _Era) -> None:
+        """Handle a fast-path success that found the countdown spent.
+
+        The countdown runs out every few hundred successes (or every few, with a rate
+        window, whose successes are then stamped), and at once when the breaker stops
+        being fast: then this success is settled as any other.
+        """
+        if self._fast is era:
+            if self._window is None:
+                self._recount(_FOLD)
+            else:
+                self._tick()
+        else:
+            self._left += 1  # it was counted down; _settle counts it once more
+            self._settle(era)
+
     def _tick(self) -> None:
         """Stamp the successes counted since the last tick into the rate window."""
         with self._lock:
@@ -631,7 +672,7 @@ class Breaker:
     def _tick_locked(self, now: float) -> None:
         window = self._window
         if window is None:
-            self._tick_at = _NEVER
+            self._recount(_FOLD)
             return
         counted = self._flush(now)
         # Read the clock about eight times a bucket at the current call rate: a success
@@ -641,13 +682,14 @@ class Breaker:
         batch = self._TICK_MAX
         if elapsed > 0:
             batch = max(1, min(batch, int(counted * window.width / 8 / elapsed)))
-        self._tick_at = self._ok + batch
+        self._recount(batch)
         if self._st.era.state is _CLOSED and self._rate_exceeded():
             self._trip()
         self._refresh()
 
     def _flush(self, now: float) -> int:
         window = self._window
+        self._fold()
         counted = self._ok - self._ok_seen
         if counted > 0:
             self._ok_seen += counted
@@ -682,8 +724,9 @@ class Breaker:
     def _reset_window(self) -> None:
         if self._window is not None:
             self._window.clear()
+        self._fold()
         self._ok_seen = self._ok
-        self._tick_at = self._ok + 1 if self._window is not None else _NEVER
+        self._recount(1 if self._window is not None else _FOLD)
 
     def _half_open_if_due(self, now: float) -> None:
         era = self._st.era
@@ -730,7 +773,11 @@ class Breaker:
         self._simple = self._deadline is None and (self._mode is _AUTO or self._mode is _SHADOW)
         era = self._st.era
         fast = era.state is _CLOSED and self._simple and not self._timed and not self._st.failures
-        self._fast = era if fast else None
+        if (era if fast else None) is not self._fast:
+            self._fast = era if fast else None
+            # The fast path does not look at _fast again after a call: a spent countdown
+            # sends its next success the slow way, which does.
+            self._recount(0)
 
     # -- policies and modes ---------------------------------------------------------------
 
@@ -745,7 +792,7 @@ class Breaker:
             self._policy = policy
             if policy.failure_rate is None:
                 self._window = None
-                self._tick_at = _NEVER
+                self._recount(_FOLD)
             elif self._window is None:
                 self._window = _Window(policy.rate_window)
                 self._reset_window()
@@ -848,7 +895,7 @@ class Breaker:
     def _calls(self) -> int:
         """Return how many calls the breaker has seen, for the provider's idle sweep."""
         return (
-            self._ok
+            self._successes()
             + self._n_failure
             + self._n_slow
             + self._n_excluded

@@ -53,6 +53,8 @@ def _describe(value: object) -> str:
 
 
 def _count(name: str, value: object, minimum: int) -> int:
+    if value.__class__ is int and minimum <= value <= MAX_COUNT:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyError(
             f"{name}: expected an integer from {minimum} to {MAX_COUNT}, got {_describe(value)}",
@@ -97,6 +99,10 @@ def _seconds(name: str, value: object) -> float:
 
 
 def _duration(name: str, value: object) -> float:
+    if value.__class__ is float and 0.0 < value <= MAX_SECONDS:
+        ns = min(round(value * _NS_PER_S), MAX_NS)
+        if ns:  # the common case: a float in range, kept at nanosecond resolution
+            return ns / _NS_PER_S
     seconds = _seconds(name, value)
     if seconds <= 0:
         raise PolicyError(f"{name}: expected a duration > 0, got {_describe(value)}", key=name)
@@ -294,7 +300,7 @@ class Policy:
             )
             _log.warning("%signoring unknown policy keys: %s%s", where, sample, more)
         try:
-            return attrs.evolve(base if base is not None else cls(), **changes)
+            return cls(**{**_fields_of(base if base is not None else _DEFAULTS), **changes})
         except PolicyError as exc:
             raise PolicyError(f"{where}{_json_message(exc)}", key=_json_key(exc.key)) from None
 
@@ -336,6 +342,19 @@ class Policy:
         return out
 
 
+_base_fields: tuple[Policy | None, dict[str, Any]] = (None, {})
+
+
+def _fields_of(policy: Policy) -> dict[str, Any]:
+    """Return ``policy``'s fields by name (cheaper than attrs.evolve; one base is reused)."""
+    global _base_fields
+    cached, fields = _base_fields
+    if cached is not policy:
+        fields = {name: getattr(policy, name) for name in _FIELD_NAMES}
+        _base_fields = (policy, fields)
+    return fields
+
+
 def _go(seconds: float) -> str:
     return format_go_duration(min(round(seconds * _NS_PER_S), MAX_NS))
 
@@ -369,6 +388,7 @@ _FIELDS = {
     "modeUntil": "mode_until",
 }
 _KEYS = {field: key for key, field in _FIELDS.items()}
+_FIELD_NAMES = tuple(_FIELDS.values())
 JSON_KEYS = tuple(_FIELDS)
 """Every key a policy document may hold."""
 
@@ -389,6 +409,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every document: json.loads(..., parse_constant=...) would build one a call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def decode_document(text: str | bytes, *, source: str | None = None) -> Any:
     """Return the JSON value of a policy document; raise `PolicyError` if it is not JSON."""
     where = f"{source}: " if source else ""
@@ -405,6 +429,6 @@ def decode_document(text: str | bytes, *, source: str | None = None) -> Any:
     elif text.startswith("\ufeff"):
         raise PolicyError(f"{where}malformed JSON: a byte-order mark before the document")
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise PolicyError(f"{where}malformed JSON: {exc}") from None

@@ -393,34 +393,37 @@ class Provider:
         default = self._service_default(raw.pop(DEFAULT_DOCUMENT, None))
         relayer = default != self._default
         old = self._policies
+        seen = self._raw
         new: dict[str, Policy] = {}
         for name, value in raw.items():
-            if self._raw.get(name) == value and not relayer:
-                if name in old:
-                    new[name] = old[name]
+            last = old.get(name)
+            if seen.get(name) == value and not relayer:
+                if last is not None:
+                    new[name] = last
                 continue
-            kept = "the last good policy" if name in old else "the default policy"
-            policy = self._parse(self._prefix + name + _SUFFIX, value, default, kept)
+            policy = self._parse(self._prefix + name + _SUFFIX, value, default, last is not None)
             if policy is not None:
                 new[name] = policy
-            elif name in old:
-                new[name] = old[name]
+            elif last is not None:
+                new[name] = last
         self._raw = raw
         if new == old and not relayer:
             return []
-        for name in old.keys() - new.keys():
-            _log.info("policy %r deleted; breaker uses the default policy", name)
-        for name, policy in new.items():
-            if old.get(name) != policy:
-                _log.info("policy %r is now %s", name, policy.to_dict())
+        if _log.isEnabledFor(logging.INFO):
+            for name in old.keys() - new.keys():
+                _log.info("policy %r deleted; breaker uses the default policy", name)
+            for name, policy in new.items():
+                if old.get(name) != policy:
+                    _log.info("policy %r is now %s", name, policy.to_dict())
         with self._lock:
             self._policies = MappingProxyType(new)
             self._default = default
             live = list(self._all_breakers().values())
         adopted = []
         for brk in live:
-            policy = self.policy(brk.name)
-            if brk.policy != policy:
+            policy = new.get(policy_name(brk.name), default)
+            current = brk.policy
+            if current is not policy and current != policy:
                 brk._adopt(policy, deliver=False)
                 adopted.append(brk)
         return adopted
@@ -434,20 +437,24 @@ class Provider:
             _log.info("service default deleted; breakers use the code's default policy")
             return self._code_default
         key = self._prefix + DEFAULT_DOCUMENT + _SUFFIX
-        policy = self._parse(key, value, self._code_default, "the last good service default")
+        policy = self._parse(key, value, self._code_default, True, "service default")
         if policy is None:
             return self._default
         _log.info("service default is now %s", policy.to_dict())
         return policy
 
-    def _parse(self, key: str, value: bytes, base: Policy, kept: str) -> Policy | None:
-        """Return the policy of one document, or None (logged, ``kept`` instead) if invalid."""
+    def _parse(
+        self, key: str, value: bytes, base: Policy, had: bool, what: str = "policy"
+    ) -> Policy | None:
+        """Return the policy of one document, or None (logged) if it is invalid."""
         try:
             return Policy.from_json(value, base=base, source=key)
         except PolicyError as exc:
+            kept = f"the last good {what}" if had else f"the default {what}"
             self._invalid += 1
             _log.warning("invalid policy document: %s; keeping %s", exc, kept)
         except Exception:  # a second line of defence: one document never stops the others
+            kept = f"the last good {what}" if had else f"the default {what}"
             self._invalid += 1
             _log.exception("invalid policy document %s; keeping %s", key, kept)
         return None

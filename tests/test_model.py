@@ -192,11 +192,10 @@ class Model(RuleBasedStateMachine):
             return Call(self.era, now, False, "tracked", timed), None
         if self.state == "half-open":
             limit = self.policy.success_threshold
-            while self.admitted >= limit and self.trials:
-                if now - self.trials[0].at < self.policy.open_state_timeout:
-                    break
-                self.trials.pop(0)
-                self.admitted -= 1
+            if self.admitted >= limit:  # every trial without a verdict for a whole timeout
+                while self.trials and now - self.trials[0].at >= self.policy.open_state_timeout:
+                    self.trials.pop(0)
+                    self.admitted -= 1
             if self.admitted < limit:
                 call = Call(self.era, now, True, "tracked", True)
                 self.trials.append(call)
