@@ -8,12 +8,15 @@ round, so slow stretches of the machine hit all of them alike and cancel in the 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import timeit
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import circuitbreaker
 
 import breaker
 from breaker._decorators import _stand_in
@@ -24,6 +27,10 @@ from baseline.engine_0_1_0 import Breaker as Breaker_0_1_0
 
 def f() -> int:
     return 1
+
+
+def boom() -> int:
+    raise RuntimeError("down")
 
 
 class UncountedBreaker(breaker.Breaker):
@@ -76,6 +83,12 @@ def uncounted_circuit(provider: breaker.Provider, name: str, fn: Callable[..., A
 def variants(provider: breaker.Provider) -> dict[str, tuple[str, dict[str, Any]]]:
     """Return each variant as a statement and the names it uses."""
     policy = breaker.Policy()
+    fab_open = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=3600)
+    with contextlib.suppress(RuntimeError):
+        fab_open(boom)()  # trips it
+    ours_open = provider.circuit("paired-open")(f)
+    breaker.testing.force_state(provider.get_breaker("paired-open"), "open")
+    reject = "try:\n    g()\nexcept Exception:\n    pass"
     rated = provider.get_breaker("paired-rate")
     breaker.testing.adopt(rated, breaker.Policy(failure_rate=0.5))
     return {
@@ -92,6 +105,12 @@ def variants(provider: breaker.Provider) -> dict[str, tuple[str, dict[str, Any]]
         "Breaker.do, failure rate set": ("brk.do(f)", {"brk": rated, "f": f}),
         "@circuit": ("g()", {"g": provider.circuit("paired-deco")(f)}),
         "@circuit, no counter": ("g()", {"g": uncounted_circuit(provider, "paired-nc", f)}),
+        "circuitbreaker decorator": (
+            "g()",
+            {"g": circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=3600)(f)},
+        ),
+        "@circuit, rejecting": (reject, {"g": ours_open}),
+        "circuitbreaker decorator, rejecting": (reject, {"g": fab_open(f)}),
     }
 
 

@@ -18,7 +18,7 @@ from breaker import _fork
 from breaker._decorators import CircuitDecorator, ExcludeItem, FailureIf, Guard, circuit
 from breaker._engine import Breaker, Clock
 from breaker._exceptions import CoordError, PolicyError
-from breaker._policy import Policy, format_timestamp
+from breaker._policy import JSON_KEYS, Policy, decode_document, format_timestamp
 from breaker._state import State, StateChange
 from breaker.coord._base import Coord, CoordHealth, Snapshot, Watch
 
@@ -32,6 +32,7 @@ _state_log = logging.getLogger("breaker.state")
 _SUFFIX = ".json"
 DEFAULT_MAX_BREAKERS = 10_000
 """Breakers a provider keeps before it starts dropping idle ones (see `new`)."""
+_KNOWN_KEYS = frozenset(JSON_KEYS)
 DEFAULT_DOCUMENT = "_default"
 """The name whose document (``<policies_path>_default.json``) is the service-wide default."""
 
@@ -395,13 +396,19 @@ class Provider:
         old = self._policies
         seen = self._raw
         new: dict[str, Policy] = {}
+        # Fleets stamp documents from a few templates: a document already parsed in this
+        # snapshot (valid, no unknown keys, so nothing to log for it) is not parsed again.
+        parsed: dict[bytes, Policy] = {}
         for name, value in raw.items():
             last = old.get(name)
             if seen.get(name) == value and not relayer:
                 if last is not None:
                     new[name] = last
                 continue
-            policy = self._parse(self._prefix + name + _SUFFIX, value, default, last is not None)
+            policy = parsed.get(value)
+            if policy is None:
+                key = self._prefix + name + _SUFFIX
+                policy = self._parse(key, value, default, last is not None, parsed=parsed)
             if policy is not None:
                 new[name] = policy
             elif last is not None:
@@ -444,11 +451,24 @@ class Provider:
         return policy
 
     def _parse(
-        self, key: str, value: bytes, base: Policy, had: bool, what: str = "policy"
+        self,
+        key: str,
+        value: bytes,
+        base: Policy,
+        had: bool,
+        what: str = "policy",
+        parsed: dict[bytes, Policy] | None = None,
     ) -> Policy | None:
-        """Return the policy of one document, or None (logged) if it is invalid."""
+        """Return the policy of one document, or None (logged) if it is invalid.
+
+        A valid document without unknown keys is remembered in ``parsed`` (by its bytes).
+        """
         try:
-            return Policy.from_json(value, base=base, source=key)
+            document = decode_document(value, source=key)
+            policy = Policy.from_dict(document, base=base, source=key)
+            if parsed is not None and document.keys() <= _KNOWN_KEYS:
+                parsed[value] = policy
+            return policy
         except PolicyError as exc:
             kept = f"the last good {what}" if had else f"the default {what}"
             self._invalid += 1

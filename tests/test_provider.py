@@ -376,14 +376,14 @@ class TestHostileDocuments:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         put(coord, "evil", failureThreshold=4)
-        real = Policy.from_json
+        real = Policy.from_dict
 
-        def from_json(text: str | bytes, **kwargs: object) -> Policy:
+        def from_dict(data: object, **kwargs: object) -> Policy:
             if "evil" in str(kwargs.get("source")):
                 raise MemoryError("a bug we did not foresee")
-            return real(text, **kwargs)  # type: ignore[arg-type]
+            return real(data, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(Policy, "from_json", from_json)
+        monkeypatch.setattr(Policy, "from_dict", from_dict)
         coord.put_many(
             {PREFIX + "evil.json": '{"failureThreshold": 5}', PREFIX + "good.json": "{}"}
         )
@@ -623,3 +623,32 @@ class TestCustomCoords:
     def test_double_slashes_in_policies_path_are_refused(self) -> None:
         with pytest.raises(ValueError, match="'//'"):
             Config("checkout", "config//breakers/")
+
+
+class TestReloadMemo:
+    def test_documents_with_the_same_bytes_are_parsed_once_and_warned_about_each(
+        self,
+        provider: breaker.Provider,
+        coord: MemoryCoord,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        calls = []
+        real = Policy.from_dict
+
+        def counting(data: object, **kwargs: object) -> Policy:
+            calls.append(kwargs.get("source"))
+            return real(data, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Policy, "from_dict", counting)
+        template = '{"failureThreshold": 7}'
+        odd = '{"failureThreshold": 7, "retries": 3}'  # an unknown key: warned about per key
+        coord.put_many({PREFIX + f"host-{i}.json": template for i in range(50)})
+        assert len(calls) == 1
+        assert {provider.policy(f"host-{i}").failure_threshold for i in range(50)} == {7}
+        calls.clear()
+        coord.put_many({PREFIX + f"odd-{i}.json": odd for i in range(3)})
+        assert len(calls) == 3
+        assert [
+            r.getMessage().count("odd-") for r in caplog.records if "retries" in r.getMessage()
+        ] == [1, 1, 1]
