@@ -304,6 +304,8 @@ def _connect(args: argparse.Namespace) -> ConsulCoord:
         raise CLIError(str(exc)) from None
     options = {name: getattr(args, name) for name in _CONSUL_OPTIONS if getattr(args, name)}
     try:
+        if args.timeout is not None:
+            return ConsulCoord(args.addr, timeout=args.timeout, **options)
         return ConsulCoord(args.addr, **options)
     except ValueError as exc:
         raise CLIError(f"Consul settings: {exc}") from None
@@ -818,7 +820,7 @@ def _event(
 
 
 def _duration(text: str) -> float:
-    """Read ``--for``: a Go duration ("15m", "1h30m") or a number of seconds."""
+    """Read ``--for`` or ``--timeout``: a Go duration ("15m", "1h30m") or seconds."""
     try:
         seconds = float(text)
     except ValueError:
@@ -869,6 +871,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--client-cert", help="client certificate (CONSUL_CLIENT_CERT)")
     group.add_argument("--client-key", help="client key (CONSUL_CLIENT_KEY)")
     group.add_argument("--datacenter", help="datacenter to use (default: the agent's)")
+    group.add_argument(
+        "--timeout",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="give up on a request after this long (default 5s; a slow link wants more)",
+    )
     consul.add_argument(
         "--path",
         required=True,

@@ -1154,7 +1154,7 @@ class TestWatch:
             line = process.stdout.readline()
             assert line.endswith("  payments  created  failureThreshold: (absent) -> 3\n"), line
             process.send_signal(signal.SIGINT)
-            _, err = process.communicate(timeout=10)
+            _, err = process.communicate(timeout=30)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -1187,13 +1187,21 @@ def test_ctrl_c_while_consul_hangs_is_one_line(env: ConsulServer) -> None:
     env.hang()
     environ = {k: v for k, v in os.environ.items() if k not in CONSUL_ENV}
     process = run_module(
-        "ls", "--path", PATH, "--addr", env.addr, stdout=subprocess.PIPE, env=environ
+        "ls",
+        "--path",
+        PATH,
+        "--addr",
+        env.addr,
+        "--timeout",
+        "60s",  # the interrupt, not the request's timeout, must end it, however busy CI is
+        stdout=subprocess.PIPE,
+        env=environ,
     )
     try:
         while not env.requests_log and process.poll() is None:
             time.sleep(0.01)  # until the request is in Consul's hands
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=10)
+        out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
@@ -1323,3 +1331,14 @@ def test_the_readme_cli_examples_run_as_shown(cli: Run, env: ConsulServer) -> No
         shell.close()
     assert shell.ran >= {"P=/config/dev/checkout/breakers/", "cat", "echo", "breaker", "^C"}
     assert shell.watching is None, "a watch the README never stopped"
+
+
+@pytest.mark.consul
+@pytest.mark.fault_injection
+def test_timeout_bounds_a_request_to_a_hanging_consul(env: ConsulServer) -> None:
+    env.hang()
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["ls", "--path", PATH, "--addr", env.addr, "--timeout", "250ms"]
+    assert main(argv, stdout=out, stderr=err) == EXIT_ERROR
+    assert err.getvalue().startswith("breaker: error: no answer from Consul")
+    assert "0.25s" in err.getvalue()
