@@ -1140,13 +1140,7 @@ class TestWatch:
     def test_ctrl_c_ends_python_dash_m_breaker_watch_cleanly(self, env: ConsulServer) -> None:
         environ = {k: v for k, v in os.environ.items() if k not in CONSUL_ENV}
         environ["CONSUL_HTTP_ADDR"] = env.addr
-        process = subprocess.Popen(
-            [sys.executable, "-m", "breaker", "watch", "--path", PATH],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environ,
-        )
+        process = run_module("watch", "--path", PATH, stdout=subprocess.PIPE, env=environ)
         try:
             assert process.stderr is not None and process.stdout is not None
             assert process.stderr.readline().endswith("Ctrl-C to stop\n")
@@ -1164,10 +1158,19 @@ class TestWatch:
 
 
 def run_module(*argv: str, **kwargs: Any) -> subprocess.Popen[str]:
-    """Start ``python -m breaker`` with ``argv``."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "breaker", *argv], text=True, stderr=subprocess.PIPE, **kwargs
-    )
+    """Start ``python -m breaker`` with ``argv``, Ctrl-C reaching it as in a terminal.
+
+    A test run started as a background job (``cmd &`` in a script, as CI runners may)
+    ignores SIGINT, and a child inherits an ignored signal, so Python would install no
+    KeyboardInterrupt handler in it: give the child the default for the spawn.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "breaker", *argv], text=True, stderr=subprocess.PIPE, **kwargs
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_reader_that_goes_away_ends_the_command_without_a_traceback() -> None:
