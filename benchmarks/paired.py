@@ -9,6 +9,7 @@ round, so slow stretches of the machine hit all of them alike and cancel in the 
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 import time
 import timeit
@@ -116,29 +117,46 @@ def variants(provider: breaker.Provider) -> dict[str, tuple[str, dict[str, Any]]
 
 def measure(
     cases: Mapping[str, tuple[str, dict[str, Any]]], *, rounds: int, number: int
-) -> dict[str, float]:
-    """Return each case's best time per call, in seconds, over interleaved rounds."""
+) -> dict[str, list[float]]:
+    """Return each case's time per call, in seconds, for every interleaved round."""
     timers = {name: timeit.Timer(stmt, globals=names) for name, (stmt, names) in cases.items()}
-    best = dict.fromkeys(cases, float("inf"))
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    order = list(timers.items())
     for _ in range(rounds):
-        for name, timer in timers.items():
-            best[name] = min(best[name], timer.timeit(number) / number)
-    return best
+        for name, timer in order:
+            times[name].append(timer.timeit(number) / number)
+        order.reverse()  # no variant always runs first or last in a round
+    return times
 
 
-def run(smoke: bool) -> dict[str, float]:
+def ratio(times: Mapping[str, list[float]], a: str, b: str, *, less: str | None = None) -> float:
+    """Return the median over rounds of ``a``'s time over ``b``'s (``less`` taken off both).
+
+    The two were measured moments apart in each round, so a slow stretch of the machine
+    hits both; the median of those paired ratios is steadier than a ratio of two minima.
+    """
+    base = times[less] if less is not None else [0.0] * len(times[a])
+    return statistics.median(
+        (x - z) / (y - z) for x, y, z in zip(times[a], times[b], base, strict=True)
+    )
+
+
+def run(smoke: bool) -> dict[str, list[float]]:
     """Measure every variant (a few seconds; ``smoke``: a fraction of one)."""
     import breaker.testing
 
     provider = breaker.new(breaker.Config("paired", "bench/paired/"), coord=breaker.MemoryCoord())
     try:
         return measure(
-            variants(provider), rounds=2 if smoke else 40, number=1_000 if smoke else 50_000
+            variants(provider), rounds=2 if smoke else 200, number=1_000 if smoke else 10_000
         )
     finally:
         provider.close()
 
 
 if __name__ == "__main__":
-    for name, seconds in run(smoke="--smoke" in sys.argv).items():
-        print(f"{name:32} {seconds * 1e9:8.1f} ns")
+    times = run(smoke="--smoke" in sys.argv)
+    for name, seconds in times.items():
+        print(f"{name:36} {min(seconds) * 1e9:8.1f} ns")
+    for way in ("Breaker.do", "@circuit"):
+        print(f"{way} counted / uncounted: {ratio(times, way, f'{way}, no counter'):.3f}x")
