@@ -2,8 +2,9 @@
 
 pyperf runs one benchmark after another; on a shared virtual machine whose speed drifts by
 half within seconds, that drift is larger than what a success counter or a failure-rate
-window costs. Here every variant runs in turn, round after round, and each keeps its best
-round, so slow stretches of the machine hit all of them alike and cancel in the ratios.
+window costs. Here every variant runs in turn, round after round (in reverse order every
+other round), and two variants are compared round by round, so slow stretches of the
+machine hit both alike and cancel in the ratio.
 """
 
 from __future__ import annotations
