@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import typing as _typing
 
-from breaker._decorators import Guard, circuit
+from breaker._decorators import circuit
 from breaker._default import get_default_provider, set_default_provider
-from breaker._engine import Breaker
+from breaker._engine import Breaker, Guard
 from breaker._exceptions import (
     BreakerError,
     BreakerOpenError,

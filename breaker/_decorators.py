@@ -1,21 +1,24 @@
-"""The ways in: the ``@circuit`` decorator (on wrapt) and the ``guard`` context manager.
+"""The ``@circuit`` decorator, on wrapt, for functions, methods and ``async def``.
 
-Both follow the engine's call protocol (`Breaker._admit`, then `Breaker._settle`), with
-the closed breaker's fast path inlined as in `Breaker.do`.
+The guarded call is the engine's fast path (`breaker._engine._paths`), compiled for the
+decorator's options. A plain function becomes a wrapt ``FunctionWrapper``; in a class
+body it also installs, when the class is created, a plain function running the same fast
+path, so a method binds as cheaply as any Python method does (wrapt would make a bound
+wrapper on every attribute access).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from breaker import _default
-from breaker._engine import Breaker, Exclusions, Ticket, exclusions
-from breaker._exceptions import BreakerOpenError
+from breaker._engine import Breaker, exclusions
+from breaker._engine._paths import wrapper_factory
 
 if TYPE_CHECKING:
     from breaker._provider import Provider
@@ -154,16 +157,62 @@ def circuit(
         fixed = provider.get_breaker(name) if provider is not None else None
         lookup = None if provider is not None else _FromDefault(name)
         label = getattr(inner, "__qualname__", repr(inner))
-        if inspect.iscoroutinefunction(inner):
-            wrapper = _async_wrapper(fixed, lookup, excl, fallback, failure_if)
-        else:
-            wrapper = _sync_wrapper(fixed, lookup, excl, fallback, failure_if, label)
-        import wrapt  # here, not at the top: importing wrapt costs more than the rest of breaker
+        is_async = inspect.iscoroutinefunction(inner)
 
-        wrapped: Callable[P, R] = wrapt.FunctionWrapper(_stand_in(fn), wrapper)
+        def build(shape: str, target: Callable[..., Any]) -> Callable[..., Any]:
+            make = wrapper_factory(
+                shape,
+                is_async=is_async,
+                lookup=lookup is not None,
+                fallback=fallback is not None,
+                failure_if=failure_if is not None,
+                warn=not is_async,
+            )
+            warn = None if is_async else _awaitable_warning(name, label)
+            return make(fixed, lookup, target, excl, fallback, failure_if, warn)  # type: ignore[no-any-return]
+
+        wrapped: Callable[P, R] = _wrapper_class()(_stand_in(fn), build("wrapt", fn))
+        if type(fn) is types.FunctionType:  # may be a method: bind it as functions bind
+            wrapped._self_method = lambda: functools.update_wrapper(build("closure", fn), fn)  # type: ignore[attr-defined]
         return wrapped
 
     return decorate
+
+
+@functools.cache
+def _wrapper_class() -> type[Any]:
+    """Return the wrapt wrapper class (made on first use: importing wrapt is not free)."""
+    import wrapt
+
+    class CircuitWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+        """A guarded callable; in a class body, a method that binds as functions do."""
+
+        _self_method: Callable[[], Callable[..., Any]] | None = None
+
+        def __set_name__(self, owner: type, name: str) -> None:
+            method = self._self_method
+            if method is not None:
+                setattr(owner, name, method())
+            else:  # a descriptor wrapt binds: let it know its name, as it would be told
+                hook = getattr(type(self.__wrapped__), "__set_name__", None)
+                if hook is not None:
+                    hook(self.__wrapped__, owner, name)
+
+    return CircuitWrapper
+
+
+def _awaitable_warning(name: str, label: str) -> Callable[[object], None]:
+    def warn(result: object) -> None:
+        if inspect.isawaitable(result):
+            _log.warning(
+                "breaker %r: %s returned an awaitable, but it is guarded as a plain "
+                "function, so failures of the awaited work are not counted; define it "
+                "with async def",
+                name,
+                label,
+            )
+
+    return warn
 
 
 def _stand_in(fn: Any) -> Any:
@@ -192,178 +241,3 @@ def _stand_in(fn: Any) -> Any:
     copy.__wrapped__ = fn  # type: ignore[attr-defined]
     copy.__self__ = None  # type: ignore[attr-defined]
     return copy
-
-
-def _fallback_args(instance: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return args if instance is None else (instance, *args)
-
-
-def _judge(failure_if: FailureIf, result: object) -> bool:
-    """Return whether ``failure_if`` calls ``result`` a failure; one that raises says yes."""
-    try:
-        return bool(failure_if(result))
-    except Exception:
-        _log.exception("failure_if %r raised; counting the call as a failure", failure_if)
-        return True
-
-
-def _sync_wrapper(
-    fixed: Breaker | None,
-    lookup: _FromDefault | None,
-    excl: Exclusions | None,
-    fallback: Callable[..., Any] | None,
-    failure_if: FailureIf | None,
-    label: str,
-) -> Callable[..., Any]:
-    checked = False
-
-    def call(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
-        nonlocal checked
-        brk = fixed
-        if brk is None:
-            brk = lookup.get()  # type: ignore[union-attr]
-            if brk is None:
-                return wrapped(*args, **kwargs)
-        era = brk._fast
-        ticket: Ticket
-        if era is not None:
-            ticket = era
-        elif fallback is None:
-            ticket = brk._admit()
-        else:
-            try:
-                ticket = brk._admit()
-            except BreakerOpenError as exc:
-                return fallback(exc, *_fallback_args(instance, args), **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if brk._settle(ticket, exc, False, excl) and fallback is not None:
-                return fallback(exc, *_fallback_args(instance, args), **kwargs)
-            raise
-        failed = False if failure_if is None else _judge(failure_if, result)
-        if not checked:
-            checked = True
-            if inspect.isawaitable(result):
-                _log.warning(
-                    "breaker %r: %s returned an awaitable, but it is guarded as a plain "
-                    "function, so failures of the awaited work are not counted; define it "
-                    "with async def",
-                    brk.name,
-                    label,
-                )
-        if ticket is era and not failed:
-            brk._left -= 1
-            if brk._left <= 0:
-                brk._spent(ticket)
-        else:
-            brk._settle(ticket, None, failed, excl)
-        return result
-
-    return call
-
-
-def _async_wrapper(
-    fixed: Breaker | None,
-    lookup: _FromDefault | None,
-    excl: Exclusions | None,
-    fallback: Callable[..., Any] | None,
-    failure_if: FailureIf | None,
-) -> Callable[..., Any]:
-    async def call(wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any) -> Any:
-        brk = fixed
-        if brk is None:
-            brk = lookup.get()  # type: ignore[union-attr]
-            if brk is None:
-                return await wrapped(*args, **kwargs)
-        era = brk._fast
-        ticket: Ticket
-        if era is not None:
-            ticket = era
-        elif fallback is None:
-            ticket = brk._admit()
-        else:
-            try:
-                ticket = brk._admit()
-            except BreakerOpenError as exc:
-                return await _maybe_await(fallback(exc, *_fallback_args(instance, args), **kwargs))
-        try:
-            result = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            if brk._settle(ticket, exc, False, excl) and fallback is not None:
-                return await _maybe_await(fallback(exc, *_fallback_args(instance, args), **kwargs))
-            raise
-        failed = False if failure_if is None else _judge(failure_if, result)
-        if ticket is era and not failed:
-            brk._left -= 1
-            if brk._left <= 0:
-                brk._spent(ticket)
-        else:
-            brk._settle(ticket, None, failed, excl)
-        return result
-
-    return call
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-class Guard:
-    """Guard a block with a breaker: ``with provider.guard("payments") as call:`` or ``async with``.
-
-    Entering raises `BreakerOpenError` when the breaker rejects the call; leaving records
-    the block's outcome. ``call.record_failure()`` marks a block that raised nothing as
-    failed (after reading a 503 status, say). A guard is single-use: call ``guard()`` for
-    each block.
-    """
-
-    __slots__ = ("_breaker", "_exclude", "_failed", "_state", "_ticket")
-
-    def __init__(self, breaker: Breaker, exclude: Iterable[ExcludeItem] = ()) -> None:
-        self._breaker = breaker
-        self._exclude = exclusions(exclude)
-        self._ticket: Ticket | None = None
-        self._failed = False
-        self._state = 0  # 0 new, 1 entered, 2 done
-
-    @property
-    def breaker(self) -> Breaker:
-        """Return the breaker that guards the block."""
-        return self._breaker
-
-    def record_failure(self) -> None:
-        """Count the block as failed even if it raises nothing; it still completes normally."""
-        self._failed = True
-
-    def __enter__(self) -> Guard:
-        if self._state:
-            raise RuntimeError("a guard is single-use; call guard() again for each block")
-        self._ticket = self._breaker._admit()
-        self._state = 1
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._state != 1:
-            return
-        self._state = 2
-        ticket, self._ticket = self._ticket, None
-        self._breaker._settle(ticket, exc, self._failed, self._exclude)  # type: ignore[arg-type]
-
-    async def __aenter__(self) -> Guard:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)

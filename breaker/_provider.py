@@ -15,8 +15,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 import attrs
 
 from breaker import _fork
-from breaker._decorators import CircuitDecorator, ExcludeItem, FailureIf, Guard, circuit
-from breaker._engine import Breaker, Clock
+from breaker._decorators import CircuitDecorator, ExcludeItem, FailureIf, circuit
+from breaker._engine import Breaker, Clock, Guard, Host
 from breaker._exceptions import CoordError, PolicyError
 from breaker._policy import JSON_KEYS, Policy, decode_document, format_timestamp
 from breaker._state import State, StateChange
@@ -147,6 +147,7 @@ class Provider:
         self._calls_seen: dict[str, int] = {}
         self._created_since_sweep = 0
         self._listeners: tuple[Listener, ...] = ()
+        self._host = Host(clock, wall_clock, self._notify, self._unpark)
         self._invalid = 0
         self._lock = threading.Lock()  # guards creating breakers and swapping policies
         self._update_lock = threading.Lock()  # one snapshot applied at a time
@@ -201,13 +202,7 @@ class Provider:
             if brk is None:
                 brk = self._idle.pop(name, None)
                 if brk is None:
-                    brk = Breaker(
-                        name,
-                        self.policy(name),
-                        clock=self._clock,
-                        wall=self._wall,
-                        notify=self._notify,
-                    )
+                    brk = Breaker(name, self.policy(name), clock=self._clock, host=self._host)
                     self._created_since_sweep += 1
                 self._breakers[name] = brk
                 if len(self._breakers) > self._max_breakers:
@@ -240,8 +235,16 @@ class Provider:
                 del self._breakers[name]
                 del seen[name]
                 self._idle[name] = brk
+                brk._park()
             else:
                 seen[name] = calls
+
+    def _unpark(self, brk: Breaker) -> None:
+        """Take back a breaker set aside as idle that has something to keep again."""
+        with self._lock:
+            if self._idle.get(brk.name) is brk:
+                del self._idle[brk.name]
+                self._breakers.setdefault(brk.name, brk)
 
     @overload
     def circuit(
@@ -288,7 +291,8 @@ class Provider:
 
     def guard(self, name: str, *, exclude: Iterable[ExcludeItem] = ()) -> Guard:
         """Return a single-use context manager (``with`` or ``async with``) guarding a block."""
-        return Guard(self.get_breaker(name), exclude)
+        brk = self._breakers.get(name)
+        return Guard(brk if brk is not None else self.get_breaker(name), exclude)
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(StateChange)`` after every state change of every breaker.
@@ -345,7 +349,10 @@ class Provider:
         self._closed = True
         self._finalizer.detach()
         _fork.unregister(self)
-        self._resources.close()
+        try:
+            self._resources.close()
+        finally:
+            self._host.close()
 
     def __enter__(self) -> Provider:
         return self
@@ -378,11 +385,10 @@ class Provider:
     def _apply(self, snapshot: Snapshot) -> None:
         """Apply a coord snapshot: parse what changed, swap the mapping, update live breakers."""
         with self._update_lock:
-            adopted = self._apply_locked(snapshot)
-        for brk in adopted:  # listeners run with no provider lock held
-            brk._deliver()
+            self._apply_locked(snapshot)
+        self._host.deliver()  # listeners run with no provider lock held
 
-    def _apply_locked(self, snapshot: Snapshot) -> list[Breaker]:
+    def _apply_locked(self, snapshot: Snapshot) -> None:
         raw: dict[str, bytes] = {}
         for key, value in snapshot.items():
             if key.startswith(self._prefix) and key.endswith(_SUFFIX):
@@ -415,7 +421,7 @@ class Provider:
                 new[name] = last
         self._raw = raw
         if new == old and not relayer:
-            return []
+            return
         if _log.isEnabledFor(logging.INFO):
             for name in old.keys() - new.keys():
                 _log.info("policy %r deleted; breaker uses the default policy", name)
@@ -426,14 +432,11 @@ class Provider:
             self._policies = MappingProxyType(new)
             self._default = default
             live = list(self._all_breakers().values())
-        adopted = []
         for brk in live:
             policy = new.get(policy_name(brk.name), default)
             current = brk.policy
             if current is not policy and current != policy:
                 brk._adopt(policy, deliver=False)
-                adopted.append(brk)
-        return adopted
 
     def _service_default(self, value: bytes | None) -> Policy:
         """Return the default policy for this snapshot's ``_default.json`` (None: deleted)."""
@@ -512,8 +515,10 @@ class Provider:
         self._forking = list(self._all_breakers().values())
         for brk in self._forking:
             brk._lock_for_fork()
+        self._host.lock_for_fork()
 
     def _fork_release(self) -> None:
+        self._host.unlock_after_fork()
         for brk in self._forking:
             brk._unlock_after_fork()
         self._forking = []
@@ -525,6 +530,7 @@ class Provider:
         self._lock = threading.Lock()
         for brk in self._forking:
             brk._reset_after_fork()
+        self._host.reset_after_fork()
         self._forking = []
 
 

@@ -570,21 +570,45 @@ class TestFailureModel:
             brk.do(fail)  # 1 of 1 in the new window: under the minimum
         assert brk.state is State.CLOSED
 
-    def test_successes_wait_for_at_most_a_batch_before_the_window_counts_them(
-        self, clock: FakeClock
-    ) -> None:
-        """At a high call rate successes are stamped in batches (fewer clock readings)."""
+    def test_every_success_counts_in_the_bucket_of_its_own_time(self, clock: FakeClock) -> None:
         brk = make(clock, failure_threshold=0, failure_rate=0.5, minimum_calls=1, rate_window=10)
         for _ in range(1000):
-            brk.do(ok)  # all at one instant: the batch grows to its cap
+            brk.do(ok)  # all at one instant, on the lock-free lane
         clock.advance(30)  # the window has moved on
         with pytest.raises(Boom):
             brk.do(fail)
         window = brk._window
         assert window is not None
-        assert window.failures == 1
-        assert window.calls - 1 < Breaker._TICK_MAX  # at most a batch counted late
+        assert (window.calls, window.failures) == (1, 1)  # none of the old successes
         assert brk.stats().calls["success"] == 1000
+
+    def test_old_successes_are_not_fresh_after_an_idle_hour(self, clock: FakeClock) -> None:
+        """Issue 16, defect 1: 30 successes, an idle hour, then failures: 10 failures trip."""
+        brk = make(clock, failure_threshold=0, failure_rate=0.5, minimum_calls=10, rate_window="1m")
+        for _ in range(30):
+            brk.do(ok)
+        clock.advance(3600)
+        for _ in range(9):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        assert brk.state is State.CLOSED  # 9 calls: under the minimum
+        with pytest.raises(Boom):
+            brk.do(fail)
+        assert brk.state is State.OPEN
+
+    def test_successes_spread_over_buckets_expire_bucket_by_bucket(self, clock: FakeClock) -> None:
+        brk = make(clock, failure_threshold=0, failure_rate=0.5, minimum_calls=4, rate_window=10)
+        for _ in range(10):
+            brk.do(ok)
+            clock.advance(1)  # one success per bucket, all on the lock-free lane
+        clock.advance(5.5)  # the window now holds the last 4 or 5 of them
+        for _ in range(4):
+            with pytest.raises(Boom):
+                brk.do(fail)
+        window = brk._window
+        assert window is not None
+        assert window.failures == 4
+        assert window.calls - 4 in (4, 5)  # a bucket counts while any of it is inside
 
     def test_open_periods_grow_after_failed_trials_up_to_a_cap(self, clock: FakeClock) -> None:
         brk = make(clock, failure_threshold=1, open_state_timeout=10, max_open_state_timeout=35)
@@ -608,7 +632,7 @@ class TestFailureModel:
     ) -> None:
         brk = make(clock, failure_rate=0.5)
         brk.do(ok)
-        assert brk._fast is brk._st.era
+        assert brk._fast is brk._m.era  # the plain lane: the ticker places its successes
 
 
 class TestModes:

@@ -1,0 +1,598 @@
+"""Breaker: one named circuit breaker, made of the engine's parts.
+
+The state machine (`Machine`) decides states and trials; recording (`Window`, the outcome
+counts here) keeps what calls did; the mode layer (`ModeEnd`) lets an operator steer;
+the host (`Host`) delivers events. The ways in run the fast path (`_paths`): the lanes
+this class keeps current (`_refresh`), then `_admit` and `_settle` for everything else.
+Admission and settling are each one short critical section, or none; no lock is ever
+held while a guarded call runs.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Final, ParamSpec, TypeVar
+
+import attrs
+
+from breaker._engine import _paths
+from breaker._engine._events import Host, Notify, log_transition
+from breaker._engine._machine import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    STATES,
+    STATS_ONLY,
+    TRACKED,
+    UNCOUNTED,
+    Call,
+    Clock,
+    Era,
+    Machine,
+)
+from breaker._engine._modes import ModeEnd, log_change, log_expiry, mode_end
+from breaker._engine._recording import Exclusions, Lane, Window
+from breaker._exceptions import BreakerOpenError
+from breaker._policy import Policy
+from breaker._state import Mode, Outcome, State, Stats
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Ticket = Era | Lane | Call
+
+# Module globals are cheaper to read on the hot paths than enum members.
+_OPEN_STATE: Final = State.OPEN
+_AUTO: Final = Mode.AUTO
+_FORCED_OPEN: Final = Mode.FORCED_OPEN
+_DISABLED: Final = Mode.DISABLED
+_SHADOW: Final = Mode.SHADOW
+_SUCCESS: Final = Outcome.SUCCESS
+_FAILURE: Final = Outcome.FAILURE
+_SLOW: Final = Outcome.SLOW
+_EXCLUDED: Final = Outcome.EXCLUDED
+_CANCELLED: Final = Outcome.CANCELLED
+_NEVER: Final = -math.inf
+
+
+class _Critical:
+    """The breaker's lock; on leaving it the lanes are recomputed and transitions delivered.
+
+    Transitions are queued while the lock is still held (so they queue in order) and
+    delivered after it is released; a breaker its registry set aside as idle that holds
+    something again (a failure, a state) is handed back to the registry.
+    """
+
+    __slots__ = ("_brk", "_deliver")
+
+    def __init__(self, brk: Breaker, deliver: bool = True) -> None:
+        self._brk = brk
+        self._deliver = deliver
+
+    def __enter__(self) -> None:
+        self._brk._lock.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        brk = self._brk
+        try:
+            brk._refresh()
+            changes = brk._m.changes
+            if changes:
+                brk._host.post(brk, changes)
+        finally:
+            brk._lock.release()
+        if self._deliver:
+            brk._host.deliver()
+        if brk._parked and not brk._idle():
+            brk._unpark()
+
+
+class Breaker:
+    """A named circuit breaker. Get one from `Provider.get_breaker`; never build one directly."""
+
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_fast",
+        "_gone",
+        "_host",
+        "_lock",
+        "_m",
+        "_mode",
+        "_mode_end",
+        "_n_cancelled",
+        "_n_excluded",
+        "_n_failure",
+        "_n_rejected",
+        "_n_slow",
+        "_name",
+        "_ok",
+        "_parked",
+        "_policy",
+        "_shut",
+        "_timed",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        policy: Policy,
+        *,
+        clock: Clock,
+        wall: Clock | None = None,
+        notify: Notify = log_transition,
+        host: Host | None = None,
+    ) -> None:
+        self._name = name
+        self._clock = clock
+        self._host = host if host is not None else Host(clock, wall or time.time, notify)
+        self._lock = threading.Lock()
+        self._m = Machine(clock, policy.open_state_timeout)
+        self._policy = policy
+        # The lanes the fast path reads (see _paths): the closed era while a success needs
+        # nothing but counting, else a Lane while calls are timed.
+        self._fast: Era | None = None
+        self._timed: Lane | None = None
+        self._shut = _NEVER  # while open in mode auto: when the open period ends
+        self._ok = 0
+        self._n_failure = self._n_slow = self._n_excluded = 0
+        self._n_rejected = self._n_cancelled = 0
+        self._window: Window | None = None
+        self._mode = _AUTO
+        self._mode_end: ModeEnd | None = None
+        self._gone: ModeEnd | None = None  # the last mode that ended: it never comes back
+        self._parked = False
+        self._adopt(policy)
+
+    def __repr__(self) -> str:
+        mode = "" if self._mode is _AUTO else f" mode={self._mode.value}"
+        return f"<Breaker {self._name!r} {STATES[self._m.era.state].value}{mode} {self._policy!r}>"
+
+    @property
+    def name(self) -> str:
+        """Return the breaker's name (the resource it protects)."""
+        return self._name
+
+    @property
+    def policy(self) -> Policy:
+        """Return the policy in effect now (a mode that ended reads ``auto``)."""
+        self._catch_up()
+        return self._policy
+
+    @property
+    def state(self) -> State:
+        """Return the current state; an open breaker whose open period ended reads half-open."""
+        self._catch_up()
+        return STATES[self._m.era.state]
+
+    @property
+    def mode(self) -> Mode:
+        """Return the mode in effect: the policy's, or ``auto`` once its ``modeUntil`` passed."""
+        self._catch_up()
+        return self._mode
+
+    @property
+    def retry_after(self) -> float:
+        """Return the seconds until the breaker admits a call; 0.0 when it would now.
+
+        In shadow mode, what the state machine would answer (no call is rejected).
+        """
+        self._catch_up()
+        now = self._clock()
+        mode = self._mode
+        if mode is _FORCED_OPEN:
+            return self._forced_retry_after(now)
+        if mode is _DISABLED:
+            return 0.0
+        return self._m.retry_after(self._policy, now)
+
+    def stats(self) -> Stats:
+        """Return the calls counted by outcome and the transitions by kind, since creation."""
+        calls = {
+            "success": self._ok,
+            "failure": self._n_failure,
+            "slow": self._n_slow,
+            "excluded": self._n_excluded,
+            "rejected": self._n_rejected,
+            "cancelled": self._n_cancelled,
+        }
+        with self._lock:
+            counts = dict(self._m.transitions or {})
+        transitions = {(str(STATES[o]), str(STATES[n])): c for (o, n), c in counts.items()}
+        return Stats(calls=calls, transitions=transitions)
+
+    @_paths.method
+    def do(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[empty-body]
+        """Call ``fn(*args, **kwargs)`` through the breaker; return its result or raise.
+
+        Raises `BreakerOpenError` without calling ``fn`` when the breaker rejects the call.
+        """
+
+    @_paths.method
+    async def do_async(  # type: ignore[empty-body]
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Await ``fn(*args, **kwargs)`` through the breaker; return its result or raise."""
+
+    # -- the call protocol: what the lanes do not take -----------------------------------------
+
+    def _admit(self) -> Ticket:
+        """Admit a call or raise `BreakerOpenError`; return the ticket to settle it with."""
+        m = self._m
+        era = m.era
+        mode = self._mode
+        now = self._clock()
+        end = self._mode_end
+        # What needs no lock, while no mode is due to end: an outage's hot path included.
+        if end is None or not end.passed(now):
+            if mode is _AUTO or mode is _SHADOW:
+                if era.state is CLOSED:
+                    return Call(era, now, TRACKED) if self._timed_policy() else era
+                if mode is _AUTO and era.state is OPEN:
+                    remaining = era.started + m.period - now
+                    if remaining > 0:
+                        self._n_rejected += 1
+                        raise BreakerOpenError(self._name, _OPEN_STATE, remaining)
+            elif mode is _FORCED_OPEN:
+                self._n_rejected += 1
+                raise BreakerOpenError(
+                    self._name, _OPEN_STATE, self._forced_retry_after(now), _FORCED_OPEN
+                )
+            else:
+                return Call(era, now, STATS_ONLY)
+        with _Critical(self):
+            now = self._clock()
+            self._expire_mode(now)
+            ticket, error = self._admit_locked(now)
+        if error is not None:
+            self._n_rejected += 1
+            raise error
+        if ticket.__class__ is Call and ticket.track == UNCOUNTED:
+            self._n_rejected += 1
+        return ticket
+
+    def _admit_locked(self, now: float) -> tuple[Ticket, BreakerOpenError | None]:
+        m = self._m
+        mode = self._mode
+        if mode is _FORCED_OPEN:
+            return m.era, BreakerOpenError(
+                self._name, _OPEN_STATE, self._forced_retry_after(now), _FORCED_OPEN
+            )
+        if mode is _DISABLED:
+            return Call(m.era, now, STATS_ONLY), None
+        m.half_open_if_due(now)
+        era = m.era
+        if era.state is CLOSED:
+            return (Call(era, now, TRACKED) if self._timed_policy() else era), None
+        if era.state is HALF_OPEN:
+            trial = m.admit_trial(self._policy, now)
+            if trial is not None:
+                return trial, None
+            state = State.HALF_OPEN
+        else:
+            state = _OPEN_STATE
+        if mode is _SHADOW:  # what it would do: count a rejection, run the call uncounted
+            return Call(era, now, UNCOUNTED), None
+        return era, BreakerOpenError(self._name, state, m.retry_after(self._policy, now))
+
+    def _timed_policy(self) -> bool:
+        return self._policy.slow_call_duration is not None
+
+    def _settle(
+        self,
+        ticket: Ticket,
+        exc: BaseException | None = None,
+        failed: bool = False,
+        exclude: Exclusions | None = None,
+        t0: float = 0.0,
+    ) -> bool:
+        """Record how an admitted call ended; return whether ``exc`` counts as an error.
+
+        ``exc`` is what the call raised, None if it returned; ``failed`` marks a returned
+        call as failed (``failure_if``, ``Guard.record_failure``); ``t0`` is when a call
+        on a timed lane started. An error is an ``Exception`` that ``exclude`` does not
+        match: what a fallback may replace.
+        """
+        cls = ticket.__class__
+        era: Era
+        started: float | None
+        if cls is Era:
+            era, started, track = ticket, None, TRACKED  # type: ignore[assignment]
+        elif cls is Lane:
+            era, started, track = ticket.era, t0, TRACKED  # type: ignore[union-attr]
+        else:
+            era, started, track = ticket.era, ticket.started, ticket.track  # type: ignore[union-attr]
+        error = False
+        if exc is None:
+            outcome = _FAILURE if failed else _SUCCESS
+        elif isinstance(exc, Exception):
+            if exclude is not None and exclude.matches(exc):
+                outcome = _EXCLUDED
+            else:
+                outcome = _FAILURE
+                error = True
+        else:
+            outcome = _CANCELLED
+        if track == UNCOUNTED:
+            return error
+        if started is not None:
+            slow = self._policy.slow_call_duration
+            if slow is not None and self._clock() - started > slow:
+                outcome = _SLOW
+        m = self._m
+        counts = track == TRACKED and era is m.era  # else: in the stats only
+        if outcome is _SUCCESS:
+            if self._window is not None:
+                with _Critical(self):
+                    self._record(era if counts else None, ticket, outcome, self._clock())
+                return error
+            self._ok += 1
+        elif outcome is _FAILURE:
+            self._n_failure += 1
+        elif outcome is _SLOW:
+            self._n_slow += 1
+        elif outcome is _EXCLUDED:
+            self._n_excluded += 1
+        else:
+            self._n_cancelled += 1
+        if not counts:
+            return error
+        if era.state is CLOSED and (
+            outcome is _CANCELLED
+            or (
+                outcome is not _FAILURE
+                and outcome is not _SLOW
+                and not m.failures
+                and self._window is None
+            )
+        ):
+            return error
+        with _Critical(self):
+            self._record(era, ticket, outcome, self._clock())
+        return error
+
+    def _record(self, era: Era | None, ticket: Ticket, outcome: Outcome, now: float) -> None:
+        """Apply an outcome to the state machine and the window (lock held).
+
+        ``era`` is the era the call counts in, None when it counts in the stats only. A
+        success with a rate window is counted here, where the window can place it.
+        """
+        m = self._m
+        window = self._window
+        if outcome is _SUCCESS and window is not None:
+            if era is m.era and era.state is CLOSED:
+                window.record(self._ok, now, 1, 0)
+            window.seen += 1  # counted below, by the window already or never
+            self._ok += 1
+        if era is not m.era:
+            return  # stale (or stats only): a new era began while the call ran
+        policy = self._policy
+        failed = outcome is _FAILURE or outcome is _SLOW
+        if era.state is CLOSED:
+            if failed:
+                m.increment_counter()
+                if window is not None:
+                    window.record(self._ok, now, 1, 1)
+                threshold = policy.failure_threshold
+                if (threshold and m.failures >= threshold) or (
+                    window is not None and window.exceeded(policy)
+                ):
+                    m.trip(policy)
+            elif outcome is not _CANCELLED:
+                if m.failures:
+                    m.reset_counter()
+                if window is not None:
+                    if outcome is _EXCLUDED:
+                        window.record(self._ok, now, 1, 0)
+                    if window.exceeded(policy):
+                        m.trip(policy)
+        elif era.state is HALF_OPEN and ticket.__class__ is Call:
+            m.settle_trial(ticket, failed, outcome is _CANCELLED, policy)
+            if m.era.state is CLOSED:
+                self._clear_window(now)
+
+    def _refresh(self) -> None:
+        """Recompute the lanes the fast path reads (lock held)."""
+        m = self._m
+        era = m.era
+        mode = self._mode
+        policy = self._policy
+        window = self._window
+        fast = None
+        timed = None
+        if (
+            era.state is CLOSED
+            and (mode is _AUTO or mode is _SHADOW)
+            and not m.failures
+            # Below the minimum calls with failures counted, a success may trip the
+            # breaker (it completes the minimum): successes go the slow way until then.
+            and not (window is not None and window.failures and window.calls < policy.minimum_calls)
+        ):
+            slow = policy.slow_call_duration
+            if slow is None:
+                fast = era
+            else:
+                timed = self._timed
+                if timed is None or timed.era is not era or timed.slow != slow:
+                    timed = Lane(era, slow)
+        self._fast = fast
+        self._timed = timed
+        self._shut = era.started + m.period if era.state is OPEN and mode is _AUTO else _NEVER
+
+    def _tick(self, now: float) -> None:
+        """At a bucket boundary: fold the successes counted since into the bucket that ended.
+
+        The ticker calls this; successes counted after it go in the next bucket.
+        """
+        window = self._window
+        if window is None or now < window.end:
+            return
+        with _Critical(self):
+            window = self._window
+            if window is not None:
+                window.fold(self._ok, now)
+
+    def _clear_window(self, now: float) -> None:
+        if self._window is not None:
+            self._window.clear(self._ok, now)
+
+    def _close(self, now: float) -> None:
+        self._m.close(self._policy)
+        self._clear_window(now)
+
+    # -- policies and modes ---------------------------------------------------------------------
+
+    def _adopt(
+        self, policy: Policy, *, mode_deadline: float | None = None, deliver: bool = True
+    ) -> None:
+        """Switch to ``policy`` now, keeping state and counts, and re-evaluate the state.
+
+        ``mode_deadline`` is the monotonic deadline of the policy's ``modeUntil``, fixed by
+        the provider when the document that sets the mode was first adopted (None: from the
+        wall clock now). With ``deliver=False`` the transitions it causes stay queued until
+        the host delivers them, so a provider can report them after releasing its own locks.
+        """
+        with _Critical(self, deliver):
+            now = self._clock()
+            window = self._window
+            if policy.failure_rate is None:
+                if window is not None:
+                    self._window = None
+                    self._host.ticker.discard(self)
+            else:
+                if window is None:
+                    window = self._window = Window(policy.rate_window, now, self._ok)
+                elif window.length != policy.rate_window:
+                    window.resize(policy.rate_window, self._ok, now)
+                self._host.ticker.add(self, window.width)
+            m = self._m
+            end = mode_end(policy, now, self._host.wall, mode_deadline)
+            mode = policy.mode
+            if end is not None and (end.passed(now) or self._ended(end)):
+                mode, end = _AUTO, None  # a mode that ended never comes back
+                policy = attrs.evolve(policy, mode=_AUTO, mode_until=None)
+            self._policy = policy
+            m.set_period(policy)
+            self._set_mode(mode, end, now)
+            if (
+                m.era.state is HALF_OPEN
+                and self._mode is not _FORCED_OPEN
+                and m.successes >= policy.success_threshold
+            ):
+                self._close(now)
+
+    def _ended(self, end: ModeEnd) -> bool:
+        gone = self._gone
+        return gone is not None and gone.mode is end.mode and gone.when == end.when
+
+    def _set_mode(self, mode: Mode, end: ModeEnd | None, now: float, *, log: bool = True) -> None:
+        old = self._mode
+        self._mode, self._mode_end = mode, end
+        if mode is old:
+            return
+        if log:
+            log_change(self._name, old, mode)
+        m = self._m
+        state = m.era.state
+        if mode is _FORCED_OPEN:
+            if state is not OPEN:
+                m.open()
+        elif mode is _DISABLED:
+            if state is not CLOSED:
+                self._close(now)
+            m.reset_counter()
+            self._clear_window(now)
+        elif old is _FORCED_OPEN:
+            m.half_open()  # leaving the kill switch: trial calls decide
+        elif old is _DISABLED:
+            self._clear_window(now)
+
+    def _expire_mode(self, now: float) -> None:
+        end = self._mode_end
+        if end is not None and end.passed(now):
+            log_expiry(self._name, end)
+            self._gone = end
+            self._policy = attrs.evolve(self._policy, mode=_AUTO, mode_until=None)
+            self._set_mode(_AUTO, None, now, log=False)
+
+    def _forced_retry_after(self, now: float) -> float:
+        end = self._mode_end
+        return self._policy.open_state_timeout if end is None else end.remaining(now)
+
+    def _catch_up(self) -> None:
+        """Apply what time alone changes: an open period that ended, a mode that ended."""
+        m = self._m
+        era = m.era
+        now = self._clock()
+        end = self._mode_end
+        if (end is None or not end.passed(now)) and (
+            era.state is not OPEN or self._mode is _FORCED_OPEN or now - era.started < m.period
+        ):
+            return
+        with _Critical(self):
+            now = self._clock()
+            self._expire_mode(now)
+            if self._mode is not _FORCED_OPEN:
+                m.half_open_if_due(now)
+
+    def _force(self, state: State) -> None:
+        """Move to ``state`` now, as an operator would (used by breaker.testing)."""
+        with _Critical(self):
+            m = self._m
+            if state is State.OPEN:
+                m.trip(self._policy)
+            elif state is State.HALF_OPEN:
+                m.half_open()
+            else:
+                self._close(self._clock())
+
+    # -- the registry's view ----------------------------------------------------------------------
+
+    def _calls(self) -> int:
+        """Return how many calls the breaker has seen, for the provider's idle sweep."""
+        return (
+            self._ok
+            + self._n_failure
+            + self._n_slow
+            + self._n_excluded
+            + self._n_rejected
+            + self._n_cancelled
+        )
+
+    def _idle(self) -> bool:
+        """Return whether dropping the breaker loses nothing: closed, nothing counted."""
+        m = self._m
+        window = self._window
+        return m.era.state is CLOSED and not m.failures and (window is None or not window.failures)
+
+    def _park(self) -> None:
+        """Mark the breaker as set aside by its registry (which holds it weakly now)."""
+        self._parked = True
+
+    def _unpark(self) -> None:
+        unpark = self._host.unpark
+        self._parked = False
+        if unpark is not None:
+            unpark(self)
+
+    # -- fork -------------------------------------------------------------------------------------
+
+    def _lock_for_fork(self) -> None:
+        self._lock.acquire()
+
+    def _unlock_after_fork(self) -> None:
+        self._lock.release()
+
+    def _reset_after_fork(self) -> None:  # pragma: no cover - runs in a forked child
+        """Give the child process a fresh lock."""
+        self._lock = threading.Lock()

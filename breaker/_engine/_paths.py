@@ -1,0 +1,278 @@
+"""The fast path, written once and generated into every way in.
+
+Every way in (``Breaker.do``, ``do_async``, ``@circuit`` on functions and methods, sync
+and async, and the `Guard`) admits a call, runs it with no lock held, and settles its
+outcome. Admission and settling are the two snippets below. A closed breaker with nothing
+to record but successes offers a *plain lane* (``Breaker._fast``, the current era): its
+calls are admitted by reading one attribute and a success costs one increment (a
+failure-rate window learns where those successes belong from the ticker). A closed
+breaker that times calls offers a *timed lane* (``_timed``): two clock readings more,
+still no lock. Everything else goes through ``Breaker._admit`` and ``Breaker._settle``.
+
+A function call costs as much as the whole plain lane, so the snippets are not called
+but compiled into each way in, from this one source. The generated code reads the
+breaker's private fields; it is this module's, part of the engine.
+
+Why a success's increment is safe without a lock: ``ticket is brk._fast`` and the
+``+=`` that follows are bytecodes among which CPython with the GIL never switches
+threads (it does so only at calls and backward jumps), so a success counts exactly
+once, and only while its lane is still current. A lane that changed (a trip, a new
+policy) sends the success the slow way, which sees the change. (On the timed lane the
+clock is read between the check and the increment: a success that raced a trip is
+counted in the statistics, as it should be, and in nothing else: lanes exist only
+while no failure run is counting, and the window is cleared when the breaker closes.)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import linecache
+import logging
+import textwrap
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from breaker._engine._recording import judge
+from breaker._exceptions import BreakerOpenError
+from breaker._state import State
+
+_log = logging.getLogger("breaker")
+
+DONE: Any = object()
+"""A guard's ticket once it has left: it cannot be entered again."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ADMIT = """
+ticket = brk._fast
+if ticket is not None:
+    t0 = 0.0
+else:
+    ticket = brk._timed
+    if ticket is not None:
+        t0 = brk._clock()
+    else:
+        {admit}
+        t0 = 0.0
+"""
+
+# What an open breaker's rejection costs is an outage's hot path: it raises here rather
+# than in a method, a frame (and a traceback entry) fewer. ``_shut`` is when an open
+# breaker in mode auto half-opens; minus infinity while anything else holds.
+_REJECT = """
+t0 = brk._shut - brk._clock()
+if t0 > 0.0:
+    brk._n_rejected += 1
+    raise _Open(brk._name, _OPEN_STATE, t0)
+ticket = brk._admit()
+"""
+
+_SETTLE_OK = """
+if {ok}ticket is brk._fast:
+    brk._ok += 1
+elif {ok}ticket is brk._timed and brk._clock() - {t0} <= ticket.slow:
+    brk._ok += 1
+else:
+    brk._settle(ticket, None, {failed}, {excl}, {t0})
+"""
+
+_CALL = """
+def make(brk, lookup, fn, excl, fallback, failure_if, warn):
+    {async_}def {name}({params}):
+        {rebind}
+        {lookup}
+        {admit}
+        try:
+            result = {call}
+        except BaseException as exc:
+            {error}
+            raise
+        {judge}
+        {settle}
+        return result
+    return {name}
+"""
+
+_GUARD_ENTER = """
+def make():
+    {async_}def {name}(self):
+        if self._ticket is not None:
+            raise RuntimeError("a guard is single-use; call guard() again for each block")
+        brk = self._breaker
+        {admit}
+        self._t0 = t0
+        self._ticket = ticket
+        return self
+    return {name}
+"""
+
+# The driver's exit says whether an exception counts as an error; __exit__ must return a
+# false value, or the with statement would swallow the exception.
+_GUARD_EXIT = """
+def make():
+    {async_}def {name}({params}):
+        ticket = self._ticket
+        if ticket is None or ticket is _DONE:
+            return False
+        self._ticket = _DONE
+        brk = self._breaker
+        if exc is not None:
+            {error}
+        failed = self._failed
+        {settle}
+        return False
+    return {name}
+"""
+
+
+def _indent(snippet: str, spaces: int) -> str:
+    lines = textwrap.dedent(snippet).strip("\n").splitlines()
+    pad = " " * spaces
+    return ("\n" + pad).join(lines)
+
+
+def _compile(source: str, name: str) -> Callable[..., Any]:
+    source = "\n".join(line for line in source.splitlines() if line.strip()) + "\n"
+    namespace: dict[str, Any] = {
+        "_Rejected": BreakerOpenError,
+        "_Open": BreakerOpenError,
+        "_OPEN_STATE": State.OPEN,
+        "_judge": judge,
+        "_fallback_args": _fallback_args,
+        "_maybe_await": _maybe_await,
+        "_DONE": DONE,
+    }
+    filename = f"<breaker fast path: {name}>"
+    # Tracebacks through a guarded call show these lines, as for any source file.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    make: Callable[..., Any] = namespace["make"]
+    return make
+
+
+def _fallback_args(instance: object, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return args if instance is None else (instance, *args)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+@functools.cache
+def _call_factory(
+    shape: str, is_async: bool, lookup: bool, fallback: bool, failure_if: bool, warn: bool
+) -> Callable[..., Any]:
+    """Compile the factory of one way in.
+
+    ``shape`` is how the callable is reached: ``"method"`` (``Breaker.do(self, fn, ...)``),
+    ``"wrapt"`` (a wrapt wrapper: ``(fn, instance, args, kwargs)``) or ``"closure"``
+    (``fn`` in the closure: ``(*args, **kwargs)``, for methods bound the way functions are).
+    """
+    params, fallback_args = {
+        "method": ("self, fn, /, *args, **kwargs", "args"),
+        "wrapt": ("fn, instance, args, kwargs", "_fallback_args(instance, args)"),
+        "closure": ("*args, **kwargs", "args"),
+    }[shape]
+    call = f"{'await ' if is_async else ''}fn(*args, **kwargs)"
+    recover = f"fallback(exc, *{fallback_args}, **kwargs)"
+    if is_async:
+        recover = f"await _maybe_await({recover})"
+    if fallback:
+        admit = f"""
+            try:
+                {_indent(_REJECT, 16)}
+            except _Rejected as exc:
+                return {recover}
+            """
+        error = f"""
+            if brk._settle(ticket, exc, False, excl, t0):
+                return {recover}
+            """
+    else:
+        admit = _REJECT
+        error = "brk._settle(ticket, exc, False, excl, t0)"
+    judge = "failed = _judge(failure_if, result)\n" if failure_if else ""
+    if warn:  # a plain function that returned an awaitable: say so, once
+        judge += "if warn is not None:\n    warn(result)\n    warn = None\n"
+    if lookup:
+        head = f"""
+            brk = lookup.get()
+            if brk is None:
+                return {call}
+            """
+    else:
+        head = "brk = self" if shape == "method" else ""
+    source = _CALL.format(
+        async_="async " if is_async else "",
+        name={"method": "do_async" if is_async else "do", "wrapt": "wrapper"}.get(shape, "guarded"),
+        params=params,
+        rebind="nonlocal warn" if warn else "",
+        lookup=_indent(head, 8),
+        admit=_indent(_ADMIT.format(admit=_indent(admit, 8)), 8),
+        call=call,
+        error=_indent(error, 12),
+        judge=_indent(judge, 8),
+        settle=_indent(
+            _SETTLE_OK.format(
+                ok="not failed and " if failure_if else "",
+                failed="failed" if failure_if else "False",
+                excl="excl",
+                t0="t0",
+            ),
+            8,
+        ),
+    )
+    return _compile(source, f"{shape}{' async' if is_async else ''}")
+
+
+def method(stub: F) -> F:
+    """Replace a Breaker method stub ``(self, fn, /, *args, **kwargs)`` by the fast path."""
+    is_async = inspect.iscoroutinefunction(stub)
+    make = _call_factory("method", is_async, False, False, False, False)
+    built: Callable[..., Any] = make(None, None, None, None, None, None, None)
+    functools.update_wrapper(built, stub)
+    del built.__wrapped__  # type: ignore[attr-defined]
+    return built  # type: ignore[return-value]
+
+
+def wrapper_factory(
+    shape: str, *, is_async: bool, lookup: bool, fallback: bool, failure_if: bool, warn: bool
+) -> Callable[..., Any]:
+    """Return ``make(brk, lookup, fn, excl, fallback, failure_if, warn)`` for a decorator."""
+    return _call_factory(shape, is_async, lookup, fallback, failure_if, warn)
+
+
+def _guard_method(name: str) -> Callable[..., Any]:
+    is_async = name.startswith("__a")
+    template = _GUARD_ENTER if "enter" in name else _GUARD_EXIT
+    settle = "brk._settle(ticket, exc, False, self._exclude, self._t0)"
+    if name == "exit":  # the drivers' exit: whether the exception counts as an error
+        params, error = "self, exc=None", f"return {settle}"
+    else:
+        params, error = "self, exc_type=None, exc=None, tb=None", f"{settle}\nreturn False"
+    source = template.format(
+        async_="async " if is_async else "",
+        name=name,
+        params=params,
+        admit=_indent(_ADMIT.format(admit=_indent(_REJECT, 8)), 8),
+        error=_indent(error, 12),
+        settle=_indent(
+            _SETTLE_OK.format(
+                ok="not failed and ", failed="failed", excl="self._exclude", t0="self._t0"
+            ),
+            8,
+        ),
+    )
+    made: Callable[..., Any] = _compile(source, f"Guard.{name}")()
+    return made
+
+
+def guard(stub: F) -> F:
+    """Replace a Guard method stub (``__enter__``, ``__exit__``, async too) by the fast path."""
+    built = _guard_method(stub.__name__)
+    functools.update_wrapper(built, stub)
+    del built.__wrapped__  # type: ignore[attr-defined]
+    return built  # type: ignore[return-value]
