@@ -299,7 +299,7 @@ class TestListenersAndLogging:
             yield None
 
         for listener in (notify, Notifier(), functools.partial(notify), stream):
-            with pytest.raises(TypeError, match="asynchronous.*call_soon_threadsafe"):
+            with pytest.raises(TypeError, match=r"asynchronous.*call_soon_threadsafe"):
                 provider.add_listener(listener)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="must be callable"):
             provider.add_listener("alerts")  # type: ignore[arg-type]
