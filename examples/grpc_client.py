@@ -79,7 +79,7 @@ def run(eu: Inventory, us: Inventory) -> None:
         insecure_channel(eu.target, provider=provider) as eu_channel,
         insecure_channel(us.target, provider=provider) as us_channel,
     ):
-        replicas = {
+        replicas: dict[str, tuple[Any, Inventory]] = {
             "eu": (eu_channel.unary_unary(RESERVE), eu),
             "us": (us_channel.unary_unary(RESERVE), us),
         }
