@@ -121,7 +121,7 @@ def _check_listener(listener: object) -> None:
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(
                 f"add_listener: {listener!r} is asynchronous, but listeners are called "
-                "synchronously on the thread whose call changed the state, so its coroutine "
+                "synchronously on the thread that changed the state, so its coroutine "
                 "would never run; pass a plain function that hands the event to your loop, "
                 "e.g. lambda change: loop.call_soon_threadsafe(queue.put_nowait, change)"
             )
@@ -318,9 +318,10 @@ class Provider:
         """Call ``listener(StateChange)`` after every state change of every breaker.
 
         Each breaker's changes reach listeners in the order they happened, with no lock
-        held: a listener may call back into the provider or the breaker. Listeners run on
-        the thread whose call caused the change, so an ``async def`` is refused: nothing
-        would await it. Hand the event to a loop instead (``loop.call_soon_threadsafe``).
+        held: a listener may call back into the provider or the breaker. Listeners run
+        synchronously on the thread that changed the state (a call's, or the watcher's
+        applying a policy), so an ``async def`` is refused: nothing would await it. Hand
+        the event to a loop instead (``loop.call_soon_threadsafe``).
         """
         _check_listener(listener)
         with self._lock:
