@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Developer tasks that set themselves up: each creates ./.venv and installs what it needs.
+"""Developer tasks that set themselves up: each creates a virtualenv with what it needs.
+
+Every task uses ./.venv, with the project and every extra, except the demo, which uses
+./.venv-demo, with the project and the consul extra alone.
 
 python3 tasks.py setup          create .venv with the project and every extra (each task does)
-python3 tasks.py demo           run the payments-client demo
+python3 tasks.py demo           run the payments-client demo, from .venv-demo: the project and
+                                the consul extra, nothing for development
 python3 tasks.py test [ARGS]    the test suite (ARGS go to pytest); without ARGS it measures
                                 branch coverage, then runs the Consul tests again on py-consul
 python3 tasks.py lint           ruff (check and format), then the typing task
@@ -35,7 +39,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("BREAKER_VENV", ROOT / ".venv"))
-EXTRAS = "consul,test,lint,bench,docs"  # one environment serves every task
+EXTRAS = "consul,test,lint,bench,docs"  # one environment serves every task but the demo
+# The demo needs ConsulCoord and nothing else (its Consul is breaker.testing's stand-in),
+# so a first `python3 tasks.py demo` installs a few packages, not the development tools.
+DEMO_VENV = ROOT / ".venv-demo"
+DEMO_EXTRAS = "consul"
 # python-consul 1.1.0 is what the `consul` extra installs; the Consul tests also run on
 # py-consul, the maintained fork that installs the same ``consul`` module, in an environment
 # of its own: the test extra without python-consul, plus py-consul.
@@ -150,7 +158,7 @@ def setup(args: list[str]) -> None:
 
 
 def demo(args: list[str]) -> None:
-    python = ensure_venv()
+    python = ensure_venv(DEMO_VENV, DEMO_EXTRAS)
     run([python, "examples/payments_client.py", *args])
 
 

@@ -544,7 +544,9 @@ def import_time(report: Report, smoke: bool) -> None:
 
     result = importtime.measure(runs=3 if smoke else 21)
     median = ms(result.median_us / 1e6)
-    rows = report.section("Import time: python -X importtime -c 'import breaker'")
+    rows = report.section(
+        "Import time: python -X importtime -c 'import breaker' (and breaker.testing)"
+    )
     note = f"median of {len(result.runs_us)} fresh processes, fastest {ms(result.min_us / 1e6)}"
     report.add(rows, "import breaker (cumulative)", median, note)
     with_consul = ms(result.with_consul_us / 1e6)
@@ -553,9 +555,21 @@ def import_time(report: Report, smoke: bool) -> None:
     report.add(
         rows, "third-party modules import breaker loads", str(len(result.third_party)), modules
     )
+    testing = ms(result.testing_us / 1e6)
+    report.add(rows, "import breaker.testing (cumulative)", testing, "breaker included")
+    servers = ms(result.testing_with_servers_us / 1e6)
+    report.add(rows, "... and then ConsulServer, FaultProxy", servers, "loaded on first use")
+    added = result.testing_added
+    report.add(
+        rows, "modules import breaker.testing adds", str(len(added)), ", ".join(added) or "none"
+    )
     ratio = f"{result.ratio:.2f}x"
     goal = importtime.GOAL
     report.target(f"import breaker <= {goal}x of it with ConsulCoord", ratio, result.ratio <= goal)
+    loaded = result.testing_server_modules
+    report.target(
+        "import breaker.testing loads no server module", ", ".join(loaded) or "none", not loaded
+    )
 
 
 # -- the run ----------------------------------------------------------------------------------

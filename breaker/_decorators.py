@@ -14,7 +14,7 @@ import inspect
 import logging
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from breaker import _default
 from breaker._engine import Breaker, exclusions
@@ -26,14 +26,26 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+R_co = TypeVar("R_co", covariant=True)
 ExcludeItem = type[BaseException] | Callable[[BaseException], bool]
 FailureIf = Callable[[Any], object]
 
 _log = logging.getLogger("breaker")
 
 
-class CircuitDecorator(Protocol[P, R]):
-    """What ``circuit(..., fallback=f)`` returns: it guards functions whose parameters f takes.
+class Fallback(Protocol[R_co]):
+    """A fallback: called as ``fallback(exc, *args, **kwargs)`` with what the function got.
+
+    Only the error is typed here: a type checker meets the fallback before the function,
+    so the function's own signature (never the fallback's) is what the decorated
+    function keeps.
+    """
+
+    def __call__(self, exc: Exception, /, *args: Any, **kwargs: Any) -> R_co: ...
+
+
+class CircuitDecorator(Protocol[R_co]):
+    """What ``circuit(..., fallback=f)`` returns: f's result joins the function's result type.
 
     An ``async def`` may have a plain fallback that returns what it would have awaited.
     """
@@ -41,10 +53,18 @@ class CircuitDecorator(Protocol[P, R]):
     @overload
     def __call__(
         self, fn: Callable[P, Coroutine[Any, Any, R]], /
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    ) -> Callable[P, Coroutine[Any, Any, R | R_co]]: ...
 
     @overload
-    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+    def __call__(self, fn: Callable[P, R], /) -> Callable[P, R | R_co]: ...
+
+
+class AsyncCircuitDecorator(Protocol[R_co]):
+    """What ``circuit(..., fallback=f)`` returns for an ``async def`` f: it guards ``async def``."""
+
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Callable[P, Coroutine[Any, Any, R | R_co]]: ...
 
 
 class _FromDefault:
@@ -102,9 +122,9 @@ def circuit(  # type: ignore[overload-overlap]
     *,
     provider: Provider | None = None,
     exclude: Iterable[ExcludeItem] = (),
-    fallback: Callable[Concatenate[Exception, P], Awaitable[T]],
+    fallback: Fallback[Awaitable[T]],
     failure_if: FailureIf | None = None,
-) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
+) -> AsyncCircuitDecorator[T]: ...
 
 
 @overload
@@ -113,9 +133,9 @@ def circuit(
     *,
     provider: Provider | None = None,
     exclude: Iterable[ExcludeItem] = (),
-    fallback: Callable[Concatenate[Exception, P], R],
+    fallback: Fallback[R],
     failure_if: FailureIf | None = None,
-) -> CircuitDecorator[P, R]: ...
+) -> CircuitDecorator[R]: ...
 
 
 def circuit(

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from types import MappingProxyType, TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 import attrs
 
 from breaker import _fork
-from breaker._decorators import CircuitDecorator, ExcludeItem, FailureIf, circuit
+from breaker._decorators import (
+    AsyncCircuitDecorator,
+    CircuitDecorator,
+    ExcludeItem,
+    FailureIf,
+    Fallback,
+    circuit,
+)
 from breaker._engine import Breaker, Clock, Guard, Host
 from breaker._exceptions import CoordError, PolicyError
 from breaker._policy import JSON_KEYS, Policy, decode_document, format_timestamp
@@ -101,6 +109,21 @@ def _collect_unclosed(resources: _Resources, service: str) -> None:
         ResourceWarning,
         stacklevel=1,
     )
+
+
+def _check_listener(listener: object) -> None:
+    """Raise TypeError unless ``listener`` is a plain callable: a coroutine would never run."""
+    if not callable(listener):
+        raise TypeError(f"add_listener: a listener must be callable, got {listener!r}")
+    call = getattr(listener, "__call__", None)  # noqa: B004 - an object's async __call__
+    for fn in (listener, call):
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"add_listener: {listener!r} is asynchronous, but listeners are called "
+                "synchronously on the thread that changed the state, so its coroutine "
+                "would never run; pass a plain function that hands the event to your loop, "
+                "e.g. lambda change: loop.call_soon_threadsafe(queue.put_nowait, change)"
+            )
 
 
 def _weak_apply(ref: weakref.ref[Provider]) -> Callable[[Snapshot], None]:
@@ -262,9 +285,9 @@ class Provider:
         name: str,
         *,
         exclude: Iterable[ExcludeItem] = (),
-        fallback: Callable[Concatenate[Exception, P], Awaitable[T]],
+        fallback: Fallback[Awaitable[T]],
         failure_if: FailureIf | None = None,
-    ) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
+    ) -> AsyncCircuitDecorator[T]: ...
 
     @overload
     def circuit(
@@ -272,9 +295,9 @@ class Provider:
         name: str,
         *,
         exclude: Iterable[ExcludeItem] = (),
-        fallback: Callable[Concatenate[Exception, P], R],
+        fallback: Fallback[R],
         failure_if: FailureIf | None = None,
-    ) -> CircuitDecorator[P, R]: ...
+    ) -> CircuitDecorator[R]: ...
 
     def circuit(
         self,
@@ -298,8 +321,12 @@ class Provider:
         """Call ``listener(StateChange)`` after every state change of every breaker.
 
         Each breaker's changes reach listeners in the order they happened, with no lock
-        held: a listener may call back into the provider or the breaker.
+        held: a listener may call back into the provider or the breaker. Listeners run
+        synchronously on the thread that changed the state (a call's, or the watcher's
+        applying a policy), so an ``async def`` is refused: nothing would await it. Hand
+        the event to a loop instead (``loop.call_soon_threadsafe``).
         """
+        _check_listener(listener)
         with self._lock:
             self._listeners = (*self._listeners, listener)
 

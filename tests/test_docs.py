@@ -134,18 +134,21 @@ def test_requests_example_rejects_with_a_requests_error() -> None:
     )
 
 
-def test_grpc_example_guards_a_method_sync_and_aio() -> None:
+def test_grpc_example_keeps_a_healthy_target_working_sync_and_aio() -> None:
     pytest.importorskip("grpc")
     in_order(
         run_example("grpc_client.py"),
         [
-            "Reserve(sku-404) -> NOT_FOUND: no such sku sku-404  breaker: closed",
-            "Reserve(sku-1) -> UNAVAILABLE: inventory is restarting  breaker: open",
-            "not sent: UNAVAILABLE: breaker '/shop.Inventory/Reserve' is open",
-            "a future while open is already done: True, UNAVAILABLE",
-            "the inventory service received 5 of 7 calls",
-            "Reserve(sku-1) -> reserved sku-1  breaker: closed",
-            "grpc.aio with aio_interceptors(): reserved sku-1",
+            "eu: Reserve(sku-404) -> NOT_FOUND: no such sku sku-404  breaker: closed",
+            "eu: Reserve(sku-1) -> UNAVAILABLE: eu is restarting  breaker: open",
+            "us: Reserve(sku-1) -> reserved sku-1 in us  breaker: closed",
+            "eu: Reserve(sku-1) -> not sent: UNAVAILABLE, breaker open",
+            "us: Reserve(sku-1) -> reserved sku-1 in us  breaker: closed",
+            "a future to eu while its breaker is open is already done: True",
+            "the eu replica received 5 of 7 calls; us received 4",
+            "eu: Reserve(sku-1) -> reserved sku-1 in eu  breaker: closed",
+            "us breaker: closed, {'success': 4, 'failure': 0",
+            "grpc.aio with aio_insecure_channel(): reserved sku-1 in us",
         ],
     )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
 import threading
 import weakref
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -284,6 +286,36 @@ class TestListenersAndLogging:
         provider.remove_listener(bad)
         fail_n(provider.get_breaker("inventory"), 3)
         assert len(events) == 1
+
+    def test_asynchronous_listeners_are_refused(self, provider: breaker.Provider) -> None:
+        async def notify(event: StateChange) -> None:
+            pass
+
+        class Notifier:
+            async def __call__(self, event: StateChange) -> None:
+                pass
+
+        async def stream(event: StateChange) -> AsyncIterator[None]:
+            yield None
+
+        for listener in (notify, Notifier(), functools.partial(notify), stream):
+            with pytest.raises(TypeError, match=r"asynchronous.*call_soon_threadsafe"):
+                provider.add_listener(listener)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="must be callable"):
+            provider.add_listener("alerts")  # type: ignore[arg-type]
+        assert provider._listeners == ()
+
+    def test_plain_callables_stay_welcome(self, provider: breaker.Provider) -> None:
+        events: list[StateChange] = []
+
+        class Recorder:
+            def __call__(self, event: StateChange) -> None:
+                events.append(event)
+
+        provider.add_listener(Recorder())
+        provider.add_listener(functools.partial(events.append))
+        fail_n(provider.get_breaker("payments"), 3)
+        assert len(events) == 2
 
 
 class TestLifecycle:

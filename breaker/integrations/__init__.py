@@ -8,7 +8,9 @@ Each integration is a module of its own that imports its library; importing
 ``breaker.integrations.requests``
     ``BreakerAdapter`` to ``mount()`` on a ``requests.Session``.
 ``breaker.integrations.grpc``
-    ``BreakerInterceptor`` for ``grpc`` channels and ``aio_interceptors()`` for ``grpc.aio``.
+    ``BreakerInterceptor(target=...)`` for ``grpc`` channels, ``aio_interceptors(target=...)``
+    for ``grpc.aio``, and ``insecure_channel``/``secure_channel`` (and ``aio_`` twins) that
+    build a guarded channel from one target.
 ``breaker.integrations.starlette``, ``breaker.integrations.flask``
     ``BreakerOpenError`` as ``503 Service Unavailable`` with ``Retry-After``, and a
     status endpoint that serves ``provider.status()``.

@@ -1,4 +1,4 @@
-"""What the integrations share: breaker names, finding breakers, Retry-After."""
+"""What the integrations share: breaker names, finding breakers, calls that settle later."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote
 
 from breaker._decorators import _FromDefault
+from breaker._engine import Guard
 from breaker._exceptions import BreakerOpenError
 from breaker._provider import Provider, policy_name
 
@@ -106,6 +107,39 @@ class Breakers:
             if provider is None:
                 return None
         return provider.get_breaker(name)
+
+
+class _Cancelled(BaseException):
+    """Stand for a call that ended as neither success nor failure (the client cancelled it)."""
+
+
+class Call:
+    """An admitted call whose outcome settles later, once, when the integration knows it.
+
+    A response's body or a gRPC call ends long after the request was admitted, outside
+    any ``with`` block: the integrations drive the guard's `Guard.enter` and
+    `Guard.exit` through this.
+    """
+
+    __slots__ = ("_guard",)
+
+    def __init__(self, brk: Breaker) -> None:
+        """Admit a call to ``brk``; raise `BreakerOpenError` if the breaker rejects it."""
+        self._guard = Guard(brk).enter()
+
+    def settle(self, exc: BaseException | None = None, *, failed: bool = False) -> None:
+        """Record how the call ended: ``exc`` if it raised, ``failed`` if it returned a failure.
+
+        Only the first settle counts; later ones (a close after the end) do nothing.
+        """
+        guard = self._guard
+        if failed:
+            guard.record_failure()
+        guard.exit(exc)
+
+    def cancel(self) -> None:
+        """Record a call the client cancelled: neither a success nor a failure."""
+        self.settle(_Cancelled())
 
 
 def retry_after_seconds(exc: BreakerOpenError) -> int:

@@ -2,18 +2,25 @@
 
 ::
 
+    channel = insecure_channel("users.internal:50051", provider=provider)
     channel = grpc.intercept_channel(
-        grpc.insecure_channel(target), BreakerInterceptor(provider=provider)
+        grpc.insecure_channel(target), BreakerInterceptor(target=target, provider=provider)
     )
-    channel = grpc.aio.insecure_channel(target, interceptors=aio_interceptors(provider=provider))
+    channel = grpc.aio.insecure_channel(
+        target, interceptors=aio_interceptors(target=target, provider=provider)
+    )
 
 Names
-    One breaker per method by default, named like the method:
-    ``/pkg.UserService/GetUser``, whose policy is
-    ``<policies_path>pkg.UserService/GetUser.json``. ``name="user-service"`` puts every
-    call through the interceptor under one breaker (one per target: give each
-    channel's interceptor the target's name); a function of the method name chooses
-    per call.
+    An interceptor is not told the target of its channel, so it takes ``target=``: the
+    target the channel was built with (`insecure_channel`, `secure_channel` and their
+    ``aio_`` twins build the channel and pass it for you). One breaker per target and
+    method by default, named by `default_name`: ``grpc:users.internal:50051/pkg.Users/Get``,
+    whose policy is ``<policies_path>grpc:users.internal:50051/pkg.Users/Get.json``, so
+    a dead replica never trips the breaker of a healthy one. ``name="user-service"``
+    puts every call through the interceptor under one breaker, and a function of the
+    method name chooses per call; give several channels' interceptors the same ``name``
+    to share breakers across targets (``name=lambda method: method``: one per method
+    whatever the target). One of ``target`` and ``name`` is required.
 What counts
     A call that ends with a status in ``failure_codes`` counts as a failure; by
     default `FAILURE_CODES`: UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
@@ -38,7 +45,8 @@ Rejections
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, NoReturn
 
@@ -50,7 +58,6 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise _common.missing("grpc", "grpcio", "grpc") from _exc
 
-from breaker._decorators import Guard
 from breaker._engine import Breaker
 from breaker._exceptions import BreakerOpenError
 from breaker._provider import Provider
@@ -61,7 +68,12 @@ __all__ = [
     "BreakerInterceptor",
     "BreakerOpenAioRpcError",
     "BreakerOpenRpcError",
+    "aio_insecure_channel",
     "aio_interceptors",
+    "aio_secure_channel",
+    "default_name",
+    "insecure_channel",
+    "secure_channel",
 ]
 
 FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
@@ -76,6 +88,23 @@ FAILURE_CODES: frozenset[grpc.StatusCode] = frozenset(
 """The status codes that count as failures unless ``failure_codes`` says otherwise."""
 
 _Name = str | Callable[[str], str] | None
+_Options = Sequence[tuple[str, Any]] | None
+_DNS = re.compile(r"dns:(//[^/]*/)?")
+
+
+def default_name(target: str, method: str) -> str:
+    """Return the default breaker name of a call: ``grpc:<target>/<method>``.
+
+    The target is the channel's, less gRPC's default ``dns:`` scheme and its authority
+    (``dns:///users:50051`` names ``users:50051``), with runs of ``/`` made one (a
+    policy key holds no ``//``); the method loses its leading ``/``:
+    ``default_name("users:50051", "/pkg.Users/Get") == "grpc:users:50051/pkg.Users/Get"``.
+    """
+    return _prefix(target) + method.lstrip("/")
+
+
+def _prefix(target: str) -> str:
+    return "grpc:" + re.sub("/{2,}", "/", _DNS.sub("", target.strip(), count=1)) + "/"
 
 
 def _args(
@@ -196,13 +225,30 @@ class _Rules:
 
     def __init__(
         self,
+        target: str | None,
         provider: Provider | None,
         name: _Name,
         failure_codes: Iterable[grpc.StatusCode],
         what: str,
     ) -> None:
-        self._breakers = _common.Breakers(provider, name, what, "method")
-        self._name = _common.namer(name, _method, what)
+        if name is None:
+            if not isinstance(target, str) or not target.strip():
+                raise TypeError(
+                    f"{what}: pass target= (the target the channel was built with), or "
+                    f"name= to choose breaker names yourself; got target={target!r}"
+                )
+            prefix = _prefix(target)
+            _common.check_name(prefix + "method", what)  # a target no policy key can hold
+
+            def per_target(method: str) -> str:
+                return prefix + method.lstrip("/")
+
+            self._name: Callable[[str], str] = per_target
+            per = "target and method"
+        else:
+            self._name = _common.namer(name, _method, what)
+            per = "method"
+        self._breakers = _common.Breakers(provider, name, what, per)
         self._failure_codes = frozenset(failure_codes)
         for code in self._failure_codes:
             if not isinstance(code, grpc.StatusCode):
@@ -214,33 +260,16 @@ class _Rules:
             method = method.decode()
         return self._breakers.get(self._name(method))
 
-    def settle(self, guard: Guard, cancelled: bool, code: grpc.StatusCode | None) -> None:
+    def settle(self, call: _common.Call, cancelled: bool, code: grpc.StatusCode | None) -> None:
         """Record a finished call: cancelled by the client, or ended with ``code``."""
         if cancelled:
-            cancel = asyncio.CancelledError()  # neither success nor failure, as for asyncio
-            guard.__exit__(asyncio.CancelledError, cancel, None)
-            return
-        if code in self._failure_codes:
-            guard.record_failure()
-        guard.__exit__(None, None, None)
+            call.cancel()
+        else:
+            call.settle(failed=code in self._failure_codes)
 
 
 def _method(method: str) -> str:
     return method
-
-
-def _admit(brk: Breaker) -> Guard:
-    """Return an entered guard of ``brk``; raise `BreakerOpenError` if it rejects the call.
-
-    The guard is left when the call completes, which may be long after this returns.
-    """
-    guard = Guard(brk)
-    guard.__enter__()
-    return guard
-
-
-def _leave(guard: Guard, exc: BaseException) -> None:
-    guard.__exit__(type(exc), exc, exc.__traceback__)
 
 
 class BreakerInterceptor(
@@ -251,19 +280,22 @@ class BreakerInterceptor(
 ):
     """Guard each call on a ``grpc`` channel with a breaker: ``grpc.intercept_channel(ch, it)``.
 
-    Without ``provider`` the default provider is looked up at each call (with none
-    set, calls run unguarded and a warning is logged once). ``failure_codes`` are the
-    status codes that count as failures (default `FAILURE_CODES`).
+    ``target`` is the channel's target, which names the breakers (see `default_name`);
+    ``name`` names them instead. Without ``provider`` the default provider is looked up
+    at each call (with none set, calls run unguarded and a warning is logged once).
+    ``failure_codes`` are the status codes that count as failures (default
+    `FAILURE_CODES`).
     """
 
     def __init__(
         self,
         *,
+        target: str | None = None,
         provider: Provider | None = None,
         name: _Name = None,
         failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
     ) -> None:
-        self._rules = _Rules(provider, name, failure_codes, "BreakerInterceptor")
+        self._rules = _Rules(target, provider, name, failure_codes, "BreakerInterceptor")
 
     def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
@@ -295,17 +327,17 @@ class BreakerInterceptor(
         if brk is None:
             return continuation(details, request)
         try:
-            guard = _admit(brk)
+            pending = _common.Call(brk)
         except BreakerOpenError as exc:
             return BreakerOpenRpcError(*exc.args)
         try:
             call = continuation(details, request)
         except BaseException as exc:
-            _leave(guard, exc)
+            pending.settle(exc)
             raise
 
         def done(call: Any) -> None:
-            rules.settle(guard, call.cancelled(), call.code())
+            rules.settle(pending, call.cancelled(), call.code())
 
         # Blocking calls are complete here and report at once; futures and streams later.
         call.add_done_callback(done)
@@ -326,27 +358,27 @@ class _AioInterceptor:
         if brk is None:
             return await continuation(details, request)
         try:
-            guard = _admit(brk)
+            pending = _common.Call(brk)
         except BreakerOpenError as exc:
             raise BreakerOpenAioRpcError(*exc.args) from None
         try:
             call = await continuation(details, request)
         except BaseException as exc:
-            _leave(guard, exc)
+            pending.settle(exc)
             raise
         # An aio call's status is only available to a coroutine, so a task waits for it.
-        task = asyncio.get_running_loop().create_task(self._settle(guard, call))
+        task = asyncio.get_running_loop().create_task(self._settle(pending, call))
         self._waiting.add(task)
         task.add_done_callback(self._waiting.discard)
         return call
 
-    async def _settle(self, guard: Guard, call: Any) -> None:
+    async def _settle(self, pending: _common.Call, call: Any) -> None:
         try:
             code = await call.code()
         except BaseException as exc:  # the loop is shutting down: cancelled
-            _leave(guard, exc)
+            pending.settle(exc)
             raise
-        self._rules.settle(guard, call.cancelled(), code)
+        self._rules.settle(pending, call.cancelled(), code)
 
 
 class _AioUnaryUnary(_AioInterceptor, grpc.aio.UnaryUnaryClientInterceptor):
@@ -379,6 +411,7 @@ class _AioStreamStream(_AioInterceptor, grpc.aio.StreamStreamClientInterceptor):
 
 def aio_interceptors(
     *,
+    target: str | None = None,
     provider: Provider | None = None,
     name: _Name = None,
     failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
@@ -388,10 +421,88 @@ def aio_interceptors(
     ``grpc.aio`` gives each interceptor object one kind of call, so there are four,
     sharing one configuration; the arguments are those of `BreakerInterceptor`.
     """
-    rules = _Rules(provider, name, failure_codes, "aio_interceptors")
+    rules = _Rules(target, provider, name, failure_codes, "aio_interceptors")
     return [
         _AioUnaryUnary(rules),
         _AioUnaryStream(rules),
         _AioStreamUnary(rules),
         _AioStreamStream(rules),
     ]
+
+
+def insecure_channel(
+    target: str,
+    *,
+    provider: Provider | None = None,
+    name: _Name = None,
+    failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
+    options: _Options = None,
+    compression: grpc.Compression | None = None,
+) -> grpc.Channel:
+    """Return ``grpc.insecure_channel(target, ...)`` guarded by a `BreakerInterceptor` for it."""
+    channel = grpc.insecure_channel(target, options, compression)
+    interceptor = BreakerInterceptor(
+        target=target, provider=provider, name=name, failure_codes=failure_codes
+    )
+    return grpc.intercept_channel(channel, interceptor)
+
+
+def secure_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials,
+    *,
+    provider: Provider | None = None,
+    name: _Name = None,
+    failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
+    options: _Options = None,
+    compression: grpc.Compression | None = None,
+) -> grpc.Channel:
+    """Return ``grpc.secure_channel(target, credentials, ...)`` with a `BreakerInterceptor`."""
+    channel = grpc.secure_channel(target, credentials, options, compression)
+    interceptor = BreakerInterceptor(
+        target=target, provider=provider, name=name, failure_codes=failure_codes
+    )
+    return grpc.intercept_channel(channel, interceptor)
+
+
+def aio_insecure_channel(
+    target: str,
+    *,
+    provider: Provider | None = None,
+    name: _Name = None,
+    failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
+    options: _Options = None,
+    compression: grpc.Compression | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """Return ``grpc.aio.insecure_channel(target, ...)`` guarded by `aio_interceptors` for it.
+
+    ``interceptors`` run inside the breaker's: it counts what they end with.
+    """
+    guards = aio_interceptors(
+        target=target, provider=provider, name=name, failure_codes=failure_codes
+    )
+    return grpc.aio.insecure_channel(target, options, compression, [*guards, *interceptors])
+
+
+def aio_secure_channel(
+    target: str,
+    credentials: grpc.ChannelCredentials,
+    *,
+    provider: Provider | None = None,
+    name: _Name = None,
+    failure_codes: Iterable[grpc.StatusCode] = FAILURE_CODES,
+    options: _Options = None,
+    compression: grpc.Compression | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """Return ``grpc.aio.secure_channel(target, credentials, ...)`` guarded by `aio_interceptors`.
+
+    ``interceptors`` run inside the breaker's: it counts what they end with.
+    """
+    guards = aio_interceptors(
+        target=target, provider=provider, name=name, failure_codes=failure_codes
+    )
+    return grpc.aio.secure_channel(
+        target, credentials, options, compression, [*guards, *interceptors]
+    )

@@ -14,9 +14,16 @@ Names
 What counts
     A response for which ``failure_if(response)`` is true counts as a failure and is
     still returned; by default that is any 5xx. An exception from the wrapped
-    transport (connect error, timeout, ...) counts as a failure and propagates. The
-    outcome settles when the response's headers arrive: errors while reading its body
-    later are not counted.
+    transport (connect error, timeout, ...) counts as a failure and propagates.
+When it counts
+    When the body has been read to its end or the response is closed, whichever comes
+    first (``client.get()`` reads the body; ``client.stream()`` closes the response when
+    its block ends). A body cut short (the server dies mid-body, a wrong
+    ``Content-Length``, a read timeout) is a failure, whatever the status. A streamed
+    response that the caller closes before its end counts by its status alone: the
+    downstream answered, and stopping early was the caller's choice. A response never
+    closed holds its verdict (and a half-open breaker's trial slot, for at most one
+    ``open_state_timeout``). An async read that is cancelled counts as neither.
 Rejections
     `BreakerOpenTransportError`, both a `breaker.BreakerOpenError` and an
     ``httpx.TransportError``, so ``except httpx.HTTPError`` catches it too; the request
@@ -29,7 +36,7 @@ otherwise give its default transport. Closing the client closes the wrapped tran
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
@@ -40,7 +47,8 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise _common.missing("httpx", "httpx", "httpx") from _exc
 
-from breaker._decorators import Guard, _judge
+from breaker._engine import Breaker
+from breaker._engine import judge as _judge
 from breaker._exceptions import BreakerOpenError
 from breaker._provider import Provider
 from breaker._state import Mode, State
@@ -91,6 +99,64 @@ class BreakerOpenTransportError(BreakerOpenError, httpx.TransportError):
         self.args = (name, state, retry_after) if mode is None else (name, state, retry_after, mode)
 
 
+def _admit(brk: Breaker, request: httpx.Request) -> _common.Call:
+    try:
+        return _common.Call(brk)
+    except BreakerOpenError as exc:
+        raise BreakerOpenTransportError(*exc.args, request=request) from None
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body that settles its call when read to the end, broken, or closed."""
+
+    def __init__(self, stream: httpx.SyncByteStream, call: _common.Call, failed: bool) -> None:
+        self._stream = stream
+        self._call = call
+        self._failed = failed
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._stream
+        except GeneratorExit:  # the reader stopped early: close() settles
+            raise
+        except BaseException as exc:  # cut short: a failure (or a cancellation)
+            self._call.settle(exc)
+            raise
+        self._call.settle(failed=self._failed)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._call.settle(failed=self._failed)
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    """The same as `_Body`, for the responses of async transports."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, call: _common.Call, failed: bool) -> None:
+        self._stream = stream
+        self._call = call
+        self._failed = failed
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self._call.settle(exc)
+            raise
+        self._call.settle(failed=self._failed)
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._call.settle(failed=self._failed)
+
+
 class BreakerTransport(httpx.BaseTransport):
     """Guard each request of an ``httpx.Client`` with the breaker of its downstream.
 
@@ -118,17 +184,18 @@ class BreakerTransport(httpx.BaseTransport):
         brk = self._breakers.get(self._name(request))
         if brk is None:
             return self._transport.handle_request(request)
-        admitted = False
+        call = _admit(brk, request)
         try:
-            with Guard(brk) as call:
-                admitted = True
-                response = self._transport.handle_request(request)
-                if _judge(self._failure_if, response):
-                    call.record_failure()
-        except BreakerOpenError as exc:
-            if admitted:  # raised by the wrapped transport: not this breaker's rejection
-                raise
-            raise BreakerOpenTransportError(*exc.args, request=request) from None
+            response = self._transport.handle_request(request)
+        except BaseException as exc:
+            call.settle(exc)
+            raise
+        failed = _judge(self._failure_if, response)
+        stream = response.stream
+        if isinstance(stream, httpx.SyncByteStream) and not isinstance(stream, httpx.ByteStream):
+            response.stream = _Body(stream, call, failed)
+        else:  # the whole body is here already (or a stream that httpx's client refuses)
+            call.settle(failed=failed)
         return response
 
     def close(self) -> None:
@@ -173,17 +240,18 @@ class AsyncBreakerTransport(httpx.AsyncBaseTransport):
         brk = self._breakers.get(self._name(request))
         if brk is None:
             return await self._transport.handle_async_request(request)
-        admitted = False
+        call = _admit(brk, request)
         try:
-            async with Guard(brk) as call:
-                admitted = True
-                response = await self._transport.handle_async_request(request)
-                if _judge(self._failure_if, response):
-                    call.record_failure()
-        except BreakerOpenError as exc:
-            if admitted:  # raised by the wrapped transport: not this breaker's rejection
-                raise
-            raise BreakerOpenTransportError(*exc.args, request=request) from None
+            response = await self._transport.handle_async_request(request)
+        except BaseException as exc:
+            call.settle(exc)
+            raise
+        failed = _judge(self._failure_if, response)
+        stream = response.stream
+        if isinstance(stream, httpx.AsyncByteStream) and not isinstance(stream, httpx.ByteStream):
+            response.stream = _AsyncBody(stream, call, failed)
+        else:  # the whole body is here already (or a stream that httpx's client refuses)
+            call.settle(failed=failed)
         return response
 
     async def aclose(self) -> None:

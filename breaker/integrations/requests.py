@@ -18,7 +18,16 @@ What counts
     still returned; by default that is any 5xx. An exception from sending (connection
     refused, timeout, ...) counts as a failure and propagates. Retries configured with
     ``max_retries`` happen inside the adapter: the breaker counts the final outcome.
-    With ``stream=True`` the outcome settles when the headers arrive.
+When it counts
+    When the body has been read to its end or the response is closed, whichever comes
+    first: without ``stream=True`` requests reads the body before it returns; with it,
+    reading ``content``, ``text``, ``json()``, ``iter_content()`` or ``iter_lines()`` to
+    the end settles, and so does ``close()`` (or the end of a ``with`` block). A body
+    cut short (the server dies mid-body, a wrong ``Content-Length``, a read timeout) is
+    a failure, whatever the status, even where urllib3 1.x returns the short body
+    without an error. A streamed response that the caller closes before its end
+    counts by its status alone. A response never read nor closed holds its verdict
+    (and a half-open breaker's trial slot, for at most one ``open_state_timeout``).
 Rejections
     `BreakerOpenConnectionError`, both a `breaker.BreakerOpenError` and a
     ``requests.exceptions.ConnectionError``, so ``except requests.RequestException``
@@ -27,8 +36,8 @@ Rejections
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from breaker.integrations import _common
@@ -39,7 +48,7 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise _common.missing("requests", "requests", "requests") from _exc
 
-from breaker._decorators import Guard, _judge
+from breaker._engine import judge as _judge
 from breaker._exceptions import BreakerOpenError
 from breaker._provider import Provider
 from breaker._state import Mode, State
@@ -118,15 +127,63 @@ class BreakerAdapter(HTTPAdapter):
         brk = self._breakers.get(self._name(request))
         if brk is None:
             return super().send(request, stream, timeout, verify, cert, proxies)
-        admitted = False
         try:
-            with Guard(brk) as call:
-                admitted = True
-                response = super().send(request, stream, timeout, verify, cert, proxies)
-                if _judge(self._failure_if, response):
-                    call.record_failure()
+            call = _common.Call(brk)
         except BreakerOpenError as exc:
-            if admitted:  # raised while sending: not this breaker's rejection
-                raise
             raise BreakerOpenConnectionError(*exc.args, request=request) from None
-        return response
+        try:
+            response = super().send(request, stream, timeout, verify, cert, proxies)
+        except BaseException as exc:
+            call.settle(exc)
+            raise
+        failed = _judge(self._failure_if, response)
+        # requests builds a plain Response; this one settles the call with its body.
+        response.__class__ = _Response
+        guarded = cast(_Response, response)
+        guarded._breaker_call = call
+        guarded._breaker_failed = failed
+        return guarded
+
+
+class _Response(requests.Response):
+    """A response that settles its breaker call when its body ends or it is closed."""
+
+    _breaker_call: _common.Call | None = None  # None once unpickled: nothing to settle
+    _breaker_failed = False
+
+    def iter_content(
+        self, chunk_size: int | None = 1, decode_unicode: bool = False
+    ) -> Iterator[Any]:
+        """Iterate over the body as requests does; settle the call when the body ends."""
+        chunks = super().iter_content(chunk_size, decode_unicode)
+        call = self._breaker_call
+        return chunks if call is None else self._settling(chunks, call)
+
+    def _settling(self, chunks: Iterator[Any], call: _common.Call) -> Iterator[Any]:
+        try:
+            yield from chunks
+        except GeneratorExit:  # the reader stopped early: close() settles
+            raise
+        except BaseException as exc:  # cut short: a failure (or an interrupt: neither)
+            call.settle(exc)
+            raise
+        call.settle(failed=self._breaker_failed or _cut_short(self.raw))
+
+    def close(self) -> None:
+        """Close the response as requests does; settle the call if its body has not ended."""
+        call = self._breaker_call
+        failed = self._breaker_failed or _cut_short(self.raw)
+        try:
+            super().close()
+        finally:
+            if call is not None:
+                call.settle(failed=failed)
+
+
+def _cut_short(raw: object) -> bool:
+    """Return whether ``raw``'s body ended before its ``Content-Length``.
+
+    urllib3 2 raises when that happens; urllib3 1.x returns the short body, closed.
+    """
+    remaining = getattr(raw, "length_remaining", None)
+    return bool(remaining) and bool(getattr(raw, "closed", False))

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import pytest
 
 from breaker.coord.consul import ConsulSettings
-from breaker.testing._server import ConsulServer
+
+if TYPE_CHECKING:
+    import ssl
+    import urllib.request
+
+    from breaker.testing._server import ConsulServer
 
 __all__ = [
     "ConsulHandle",
@@ -64,6 +67,8 @@ class ConsulHandle:
         self.token = token or None
         self.server = server
         self.timeout = timeout
+        import urllib.request  # here: a test run that asks for no Consul never loads it
+
         # Tests must not be routed through an HTTP proxy from the environment.
         handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
         if ssl_context is not None:
@@ -110,6 +115,9 @@ class ConsulHandle:
     def _request(
         self, method: str, key: str, *, query: str = "", data: bytes | None = None
     ) -> tuple[int, bytes]:
+        import urllib.error
+        import urllib.request
+
         url = f"{self.url}/v1/kv/{quote(key, safe='/')}" + (f"?{query}" if query else "")
         request = urllib.request.Request(url, data=data, method=method)
         if self.token:
@@ -165,6 +173,8 @@ def consul_server() -> Iterator[ConsulServer]:
     """
     if os.environ.get(ADDR_ENV):
         pytest.skip(_REAL_AGENT_REASON)
+    from breaker.testing._server import ConsulServer
+
     with ConsulServer(jitter=False) as server:
         yield server
 

@@ -29,7 +29,12 @@ from breaker.integrations.grpc import (  # noqa: E402
     BreakerOpenAioRpcError,
     BreakerOpenRpcError,
     _AioInterceptor,
+    aio_insecure_channel,
     aio_interceptors,
+    aio_secure_channel,
+    default_name,
+    insecure_channel,
+    secure_channel,
 )
 
 from ..helpers import PREFIX  # noqa: E402
@@ -143,14 +148,25 @@ def _fresh_counts(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def connect(server: Server) -> Iterator[Callable[..., Any]]:
+def target(server: Server) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+def n(target: str) -> Callable[[str], str]:
+    """Return the function that names the breaker of a method on the server's channel."""
+    return lambda method: default_name(target, method)
+
+
+@pytest.fixture
+def connect(target: str) -> Iterator[Callable[..., Any]]:
     """Return a function that opens an intercepted channel to the server (closed afterwards)."""
     channels: list[Any] = []
 
     def open_channel(**kwargs: Any) -> Any:
-        raw = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        raw = grpc.insecure_channel(target)
         channels.append(raw)
-        return grpc.intercept_channel(raw, BreakerInterceptor(**kwargs))
+        return grpc.intercept_channel(raw, BreakerInterceptor(target=target, **kwargs))
 
     yield open_channel
     for channel in channels:
@@ -178,36 +194,45 @@ def eventually(check: Callable[[], bool]) -> None:
 
 
 def test_a_unary_call_counts_for_its_methods_breaker(
-    connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     stub = connect(provider=provider).unary_unary(UNARY)
     assert stub(b"hi") == b"echo:hi"
     response, call = stub.with_call(b"there")
     assert response == b"echo:there" and call.code() is grpc.StatusCode.OK
-    assert list(provider.breakers()) == [UNARY]
-    assert calls(provider, UNARY) == {"success": 2}
+    assert list(provider.breakers()) == [n(UNARY)]
+    assert calls(provider, n(UNARY)) == {"success": 2}
 
 
-def test_the_method_breaker_reads_the_policy_without_the_leading_slash(
-    connect: Callable[..., Any], provider: breaker.Provider, coord: breaker.MemoryCoord
+def test_the_breaker_of_a_target_and_method_reads_its_policy(
+    target: str,
+    connect: Callable[..., Any],
+    provider: breaker.Provider,
+    coord: breaker.MemoryCoord,
 ) -> None:
-    coord.put(PREFIX + "test.Echo/Unary.json", '{"failureThreshold": 1}')
+    name = f"grpc:{target}/test.Echo/Unary"
+    coord.put(PREFIX + name + ".json", '{"failureThreshold": 1}')
     stub = connect(provider=provider).unary_unary(UNARY)
     with pytest.raises(grpc.RpcError):
         stub(b"code:UNAVAILABLE")
-    assert provider.get_breaker(UNARY).state is breaker.State.OPEN
+    assert list(provider.breakers()) == [name]
+    assert provider.get_breaker(name).state is breaker.State.OPEN
 
 
 @pytest.mark.parametrize("code", sorted(FAILURE_CODES, key=lambda c: c.name))
 def test_the_default_failure_codes_trip_the_breaker(
-    code: Any, connect: Callable[..., Any], provider: breaker.Provider, server: Server
+    n: Callable[[str], str],
+    code: Any,
+    connect: Callable[..., Any],
+    provider: breaker.Provider,
+    server: Server,
 ) -> None:
     stub = connect(provider=provider).unary_unary(UNARY)
     for _ in range(3):
         with pytest.raises(grpc.RpcError) as caught:
             stub(f"code:{code.name}".encode())
         assert caught.value.code() is code
-    assert provider.get_breaker(UNARY).state is breaker.State.OPEN
+    assert provider.get_breaker(n(UNARY)).state is breaker.State.OPEN
     with pytest.raises(grpc.RpcError) as caught:
         stub(b"hi")
     exc = caught.value
@@ -215,34 +240,34 @@ def test_the_default_failure_codes_trip_the_breaker(
     assert isinstance(exc, breaker.BreakerOpenError)
     assert isinstance(exc, grpc.Call) and isinstance(exc, grpc.Future)
     assert exc.code() is grpc.StatusCode.UNAVAILABLE
-    assert exc.details() == f"breaker {UNARY!r} is open; retry in 10.000s"
-    assert (exc.name, exc.state, exc.retry_after) == (UNARY, breaker.State.OPEN, 10.0)
+    assert exc.details() == f"breaker {n(UNARY)!r} is open; retry in 10.000s"
+    assert (exc.name, exc.state, exc.retry_after) == (n(UNARY), breaker.State.OPEN, 10.0)
     assert server.hits[UNARY] == 3
 
 
 @pytest.mark.parametrize("code", ["NOT_FOUND", "INVALID_ARGUMENT", "PERMISSION_DENIED"])
 def test_other_codes_mean_the_server_answered(
-    code: str, connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], code: str, connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     stub = connect(provider=provider).unary_unary(UNARY)
     for _ in range(4):
         with pytest.raises(grpc.RpcError):
             stub(f"code:{code}".encode())
-    assert calls(provider, UNARY) == {"success": 4}
+    assert calls(provider, n(UNARY)) == {"success": 4}
 
 
 def test_a_deadline_exceeded_counts_as_a_failure(
-    connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     stub = connect(provider=provider).unary_unary(HANG)
     with pytest.raises(grpc.RpcError) as caught:
         stub(b"", timeout=0.05)
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert calls(provider, HANG) == {"failure": 1}
+    assert calls(provider, n(HANG)) == {"failure": 1}
 
 
 def test_futures_settle_when_they_complete(
-    connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     stub = connect(provider=provider).unary_unary(UNARY)
     ok = stub.future(b"a")
@@ -251,14 +276,14 @@ def test_futures_settle_when_they_complete(
     failed = stub.future(b"code:UNAVAILABLE")
     assert failed.exception(timeout=5).code() is grpc.StatusCode.UNAVAILABLE
     finished(failed)
-    assert calls(provider, UNARY) == {"success": 1, "failure": 1}
+    assert calls(provider, n(UNARY)) == {"success": 1, "failure": 1}
 
 
 def test_a_rejected_future_is_already_failed(
-    connect: Callable[..., Any], provider: breaker.Provider, server: Server
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider, server: Server
 ) -> None:
     stub = connect(provider=provider).unary_unary(UNARY)
-    force_state(provider.get_breaker(UNARY), "open")
+    force_state(provider.get_breaker(n(UNARY)), "open")
     future = stub.future(b"a")
     assert isinstance(future, BreakerOpenRpcError)
     assert future.done() and not future.running() and not future.cancelled()
@@ -274,19 +299,19 @@ def test_a_rejected_future_is_already_failed(
     assert future.initial_metadata() == () and future.trailing_metadata() == ()
     assert not future.cancel() and not future.add_callback(lambda: None)
     assert server.hits[UNARY] == 0
-    assert calls(provider, UNARY) == {"rejected": 1}
+    assert calls(provider, n(UNARY)) == {"rejected": 1}
 
 
 def test_a_cancelled_future_counts_as_neither(
-    connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     future = connect(provider=provider).unary_unary(HANG).future(b"")
     assert future.cancel()
-    eventually(lambda: calls(provider, HANG) == {"cancelled": 1})
+    eventually(lambda: calls(provider, n(HANG)) == {"cancelled": 1})
 
 
 def test_a_response_stream_settles_when_it_ends(
-    connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     stub = connect(provider=provider).unary_stream(STREAM)
     responses = stub(b"x")
@@ -300,14 +325,14 @@ def test_a_response_stream_settles_when_it_ends(
     assert received == [b"one", b"two"]
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     finished(failing)
-    assert calls(provider, STREAM) == {"success": 1, "failure": 1}
+    assert calls(provider, n(STREAM)) == {"success": 1, "failure": 1}
 
 
 def test_a_rejected_response_stream_raises_when_read(
-    connect: Callable[..., Any], provider: breaker.Provider, server: Server
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider, server: Server
 ) -> None:
     stub = connect(provider=provider).unary_stream(STREAM)
-    force_state(provider.get_breaker(STREAM), "open")
+    force_state(provider.get_breaker(n(STREAM)), "open")
     responses = stub(b"x")
     assert responses.code() is grpc.StatusCode.UNAVAILABLE
     with pytest.raises(BreakerOpenRpcError):
@@ -317,16 +342,16 @@ def test_a_rejected_response_stream_raises_when_read(
 
 
 def test_a_stream_cancelled_by_the_client_counts_as_neither(
-    connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     responses = connect(provider=provider).unary_stream(ENDLESS)(b"")
     assert next(responses) == b"tick"
     responses.cancel()
-    eventually(lambda: calls(provider, ENDLESS) == {"cancelled": 1})
+    eventually(lambda: calls(provider, n(ENDLESS)) == {"cancelled": 1})
 
 
 def test_stream_unary_calls(
-    connect: Callable[..., Any], provider: breaker.Provider, server: Server
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider, server: Server
 ) -> None:
     stub = connect(provider=provider).stream_unary(COLLECT)
     assert stub(iter([b"a", b"b"])) == b"a,b"
@@ -341,11 +366,11 @@ def test_stream_unary_calls(
     with pytest.raises(BreakerOpenRpcError):
         stub(iter([b"e"]))
     assert server.hits[COLLECT] == 5
-    assert calls(provider, COLLECT) == {"success": 2, "failure": 3, "rejected": 1}
+    assert calls(provider, n(COLLECT)) == {"success": 2, "failure": 3, "rejected": 1}
 
 
 def test_stream_stream_calls(
-    connect: Callable[..., Any], provider: breaker.Provider, server: Server
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider, server: Server
 ) -> None:
     stub = connect(provider=provider).stream_stream(CHAT)
     chat = stub(iter([b"a", b"b"]))
@@ -359,10 +384,97 @@ def test_stream_stream_calls(
     with pytest.raises(BreakerOpenRpcError):
         list(stub(iter([b"a"])))
     assert server.hits[CHAT] == 4
-    assert calls(provider, CHAT) == {"success": 1, "failure": 3, "rejected": 1}
+    assert calls(provider, n(CHAT)) == {"success": 1, "failure": 3, "rejected": 1}
 
 
-def test_one_breaker_per_target(connect: Callable[..., Any], provider: breaker.Provider) -> None:
+def test_a_dead_target_never_trips_the_breakers_of_a_healthy_one(
+    server: Server, provider: breaker.Provider
+) -> None:
+    dead = Server()
+    dead.close()  # it served once; now its port refuses connections
+    healthy_target, dead_target = f"127.0.0.1:{server.port}", f"127.0.0.1:{dead.port}"
+    with (
+        insecure_channel(healthy_target, provider=provider) as healthy,
+        insecure_channel(dead_target, provider=provider) as gone,
+    ):
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as caught:
+                gone.unary_unary(UNARY)(b"a", timeout=5)
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(BreakerOpenRpcError):
+            gone.unary_unary(UNARY)(b"a")
+        for _ in range(5):
+            assert healthy.unary_unary(UNARY)(b"a", timeout=5) == b"echo:a"
+    assert calls(provider, default_name(dead_target, UNARY)) == {"failure": 3, "rejected": 1}
+    assert calls(provider, default_name(healthy_target, UNARY)) == {"success": 5}
+
+
+def test_a_shared_name_shares_one_breaker_across_targets(
+    server: Server, provider: breaker.Provider
+) -> None:
+    dead = Server()
+    dead.close()
+    with (
+        insecure_channel(f"127.0.0.1:{server.port}", provider=provider, name="users") as one,
+        insecure_channel(f"127.0.0.1:{dead.port}", provider=provider, name="users") as two,
+    ):
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError):
+                two.unary_unary(UNARY)(b"a", timeout=5)
+        with pytest.raises(BreakerOpenRpcError):
+            one.unary_unary(UNARY)(b"a")  # the dead target tripped the shared breaker
+    assert list(provider.breakers()) == ["users"]
+
+
+def test_a_secure_channel_names_its_breakers_by_target(provider: breaker.Provider) -> None:
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {"Unary": grpc.unary_unary_rpc_method_handler(lambda r, c: b"secure:" + r)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+    local = grpc.LocalConnectionType.LOCAL_TCP
+    port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials(local))
+    server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        credentials = grpc.local_channel_credentials(local)
+        with secure_channel(target, credentials, provider=provider) as channel:
+            assert channel.unary_unary(UNARY)(b"a", timeout=5) == b"secure:a"
+    finally:
+        server.stop(None).wait()
+    assert calls(provider, default_name(target, UNARY)) == {"success": 1}
+
+
+@pytest.mark.parametrize(
+    ("target", "name"),
+    [
+        ("users:50051", "grpc:users:50051/test.Echo/Unary"),
+        ("dns:///users:50051", "grpc:users:50051/test.Echo/Unary"),
+        ("dns://10.0.0.53/users:50051", "grpc:users:50051/test.Echo/Unary"),
+        ("dns:users:50051", "grpc:users:50051/test.Echo/Unary"),
+        (" users:50051 ", "grpc:users:50051/test.Echo/Unary"),
+        ("unix:///run/users.sock", "grpc:unix:/run/users.sock/test.Echo/Unary"),
+        ("ipv4:10.0.0.1:1,10.0.0.2:1", "grpc:ipv4:10.0.0.1:1,10.0.0.2:1/test.Echo/Unary"),
+    ],
+)
+def test_default_names_are_target_and_method(target: str, name: str) -> None:
+    assert default_name(target, UNARY) == name
+
+
+def test_a_target_or_a_name_is_required() -> None:
+    for make in (BreakerInterceptor, aio_interceptors):
+        with pytest.raises(TypeError, match="target="):
+            make()
+        with pytest.raises(TypeError, match="target="):
+            make(target=" ")
+        with pytest.raises(ValueError, match="cannot name a breaker"):
+            make(target="unix:///run/../users.sock")
+        make(name=lambda method: method)  # one breaker per method, shared by every target
+
+
+def test_one_breaker_for_a_whole_channel(
+    connect: Callable[..., Any], provider: breaker.Provider
+) -> None:
     channel = connect(provider=provider, name="grpc:echo")
     channel.unary_unary(UNARY)(b"a")
     list(channel.unary_stream(STREAM)(b"a"))
@@ -378,7 +490,7 @@ def test_a_name_function_of_the_method(
 
 
 def test_failure_codes_are_configurable(
-    connect: Callable[..., Any], provider: breaker.Provider
+    n: Callable[[str], str], connect: Callable[..., Any], provider: breaker.Provider
 ) -> None:
     stub = connect(provider=provider, failure_codes={grpc.StatusCode.NOT_FOUND}).unary_unary(UNARY)
     with pytest.raises(grpc.RpcError):
@@ -386,12 +498,13 @@ def test_failure_codes_are_configurable(
     for _ in range(3):
         with pytest.raises(grpc.RpcError):
             stub(b"code:NOT_FOUND")
-    assert calls(provider, UNARY) == {"success": 1, "failure": 3}
+    assert calls(provider, n(UNARY)) == {"success": 1, "failure": 3}
     with pytest.raises(TypeError, match="StatusCode"):
-        BreakerInterceptor(failure_codes=["UNAVAILABLE"])
+        BreakerInterceptor(target="echo:50051", failure_codes=["UNAVAILABLE"])
 
 
 def test_the_default_provider_at_call_time_and_none(
+    n: Callable[[str], str],
     connect: Callable[..., Any],
     provider: breaker.Provider,
     server: Server,
@@ -405,12 +518,15 @@ def test_the_default_provider_at_call_time_and_none(
     assert len([r for r in caplog.records if "no default provider" in r.getMessage()]) == 1
     with breaker.set_default_provider(provider):
         assert stub(b"a") == b"echo:a"
-    assert calls(provider, UNARY) == {"success": 1}
+    assert calls(provider, n(UNARY)) == {"success": 1}
     assert server.hits[UNARY] == 5
 
 
 def test_the_breaker_closes_again_after_trial_calls(
-    connect: Callable[..., Any], provider: breaker.Provider, clock: FakeClock
+    n: Callable[[str], str],
+    connect: Callable[..., Any],
+    provider: breaker.Provider,
+    clock: FakeClock,
 ) -> None:
     stub = connect(provider=provider).unary_unary(UNARY)
     for _ in range(3):
@@ -419,7 +535,7 @@ def test_the_breaker_closes_again_after_trial_calls(
     clock.advance(10)
     assert stub(b"a") == b"echo:a"
     assert stub(b"b") == b"echo:b"
-    assert provider.get_breaker(UNARY).state is breaker.State.CLOSED
+    assert provider.get_breaker(n(UNARY)).state is breaker.State.CLOSED
 
 
 def test_the_rejection_can_be_built_like_breaker_open_error() -> None:
@@ -455,6 +571,11 @@ class AioServer:
         self._server = grpc.aio.server()
         self._server.add_generic_rpc_handlers((self._handler(),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.target = f"127.0.0.1:{self.port}"
+
+    def name(self, method: str) -> str:
+        """Return the breaker name of ``method`` on a channel to this server."""
+        return default_name(self.target, method)
 
     async def __aenter__(self) -> AioServer:
         await self._server.start()
@@ -516,13 +637,19 @@ class AioServer:
 
 def aio_scenario(
     body: Callable[[Any, AioServer], Coroutine[Any, Any, None]], **kwargs: Any
-) -> None:
-    """Run ``body(channel, server)`` against a fresh aio server, in a fresh event loop."""
+) -> Callable[[str], str]:
+    """Run ``body(channel, server)`` against a fresh aio server, in a fresh event loop.
+
+    Return the function that names the breaker of a method on that server's channel.
+    """
+    target = ""
 
     async def main() -> None:
+        nonlocal target
         async with AioServer() as server:
+            target = server.target
             channel = grpc.aio.insecure_channel(
-                f"127.0.0.1:{server.port}", interceptors=aio_interceptors(**kwargs)
+                target, interceptors=aio_interceptors(target=target, **kwargs)
             )
             try:
                 await body(channel, server)
@@ -532,6 +659,7 @@ def aio_scenario(
                 await settled()
 
     run(main())
+    return lambda method: default_name(target, method)
 
 
 def test_aio_unary_calls_count_trip_and_reject(provider: breaker.Provider) -> None:
@@ -545,21 +673,21 @@ def test_aio_unary_calls_count_trip_and_reject(provider: breaker.Provider) -> No
                 await stub(b"code:UNAVAILABLE")
             assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
             await settled()
-        assert provider.get_breaker(UNARY).state is breaker.State.OPEN
+        assert provider.get_breaker(server.name(UNARY)).state is breaker.State.OPEN
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub(b"hi")
         exc = caught.value
         assert isinstance(exc, BreakerOpenAioRpcError)
         assert isinstance(exc, breaker.BreakerOpenError)
         assert exc.code() is grpc.StatusCode.UNAVAILABLE
-        assert exc.details() == f"breaker {UNARY!r} is open; retry in 10.000s"
+        assert exc.details() == f"breaker {server.name(UNARY)!r} is open; retry in 10.000s"
         call = stub(b"again")
         assert await call.code() is grpc.StatusCode.UNAVAILABLE
         assert await call.details() == exc.details()
         assert server.hits[UNARY] == 5
 
-    aio_scenario(body, provider=provider)
-    assert calls(provider, UNARY) == {"success": 2, "failure": 3, "rejected": 2}
+    n = aio_scenario(body, provider=provider)
+    assert calls(provider, n(UNARY)) == {"success": 2, "failure": 3, "rejected": 2}
 
 
 def test_aio_streams(provider: breaker.Provider) -> None:
@@ -586,16 +714,16 @@ def test_aio_streams(provider: breaker.Provider) -> None:
         await talk.done_writing()
         assert await talk.read() is grpc.aio.EOF
 
-    aio_scenario(body, provider=provider)
-    assert calls(provider, STREAM) == {"success": 1, "failure": 1}
-    assert calls(provider, COLLECT) == {"success": 1, "failure": 1}
-    assert calls(provider, CHAT) == {"success": 2}
+    n = aio_scenario(body, provider=provider)
+    assert calls(provider, n(STREAM)) == {"success": 1, "failure": 1}
+    assert calls(provider, n(COLLECT)) == {"success": 1, "failure": 1}
+    assert calls(provider, n(CHAT)) == {"success": 2}
 
 
 def test_aio_rejections_of_streams_never_reach_the_server(provider: breaker.Provider) -> None:
     async def body(channel: Any, server: AioServer) -> None:
         for method in (STREAM, COLLECT, CHAT):
-            force_state(provider.get_breaker(method), "open")
+            force_state(provider.get_breaker(server.name(method)), "open")
         with pytest.raises(BreakerOpenAioRpcError):
             async for _ in channel.unary_stream(STREAM)(b"x"):
                 pass
@@ -616,8 +744,8 @@ def test_aio_a_call_cancelled_by_the_client_counts_as_neither(provider: breaker.
         assert call.cancel()
         await settled()
 
-    aio_scenario(body, provider=provider)
-    assert calls(provider, ENDLESS) == {"cancelled": 1}
+    n = aio_scenario(body, provider=provider)
+    assert calls(provider, n(ENDLESS)) == {"cancelled": 1}
 
 
 def test_aio_names_and_the_default_provider(provider: breaker.Provider) -> None:
@@ -637,5 +765,65 @@ def test_aio_failure_codes_are_configurable(provider: breaker.Provider) -> None:
             with pytest.raises(grpc.aio.AioRpcError):
                 await channel.unary_unary(UNARY)(request)
 
-    aio_scenario(body, provider=provider, failure_codes=[grpc.StatusCode.NOT_FOUND])
-    assert calls(provider, UNARY) == {"success": 1, "failure": 1}
+    n = aio_scenario(body, provider=provider, failure_codes=[grpc.StatusCode.NOT_FOUND])
+    assert calls(provider, n(UNARY)) == {"success": 1, "failure": 1}
+
+
+def test_aio_a_dead_target_never_trips_the_breakers_of_a_healthy_one(
+    provider: breaker.Provider,
+) -> None:
+    async def main() -> tuple[str, str]:
+        async with AioServer() as healthy_server:
+            dead = AioServer()
+            async with dead:
+                pass  # it served; now its port refuses connections
+            async with (
+                aio_insecure_channel(healthy_server.target, provider=provider) as healthy,
+                aio_insecure_channel(dead.target, provider=provider) as gone,
+            ):
+                for _ in range(3):
+                    with pytest.raises(grpc.aio.AioRpcError) as caught:
+                        await gone.unary_unary(UNARY)(b"a", timeout=5)
+                    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+                    await settled()
+                with pytest.raises(BreakerOpenAioRpcError):
+                    await gone.unary_unary(UNARY)(b"a")
+                for _ in range(5):
+                    assert await healthy.unary_unary(UNARY)(b"a", timeout=5) == b"echo:a"
+                await settled()
+            return healthy_server.name(UNARY), dead.name(UNARY)
+
+    healthy, dead = run(main())
+    assert calls(provider, dead) == {"failure": 3, "rejected": 1}
+    assert calls(provider, healthy) == {"success": 5}
+
+
+def test_aio_a_secure_channel_with_more_interceptors(provider: breaker.Provider) -> None:
+    seen: list[bytes] = []
+
+    class Spy(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            seen.append(request)
+            return await continuation(details, request)
+
+    async def main() -> str:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((AioServer()._handler(),))
+        local = grpc.LocalConnectionType.LOCAL_TCP
+        port = server.add_secure_port("127.0.0.1:0", grpc.local_server_credentials(local))
+        target = f"127.0.0.1:{port}"
+        await server.start()
+        try:
+            credentials = grpc.local_channel_credentials(local)
+            async with aio_secure_channel(
+                target, credentials, provider=provider, interceptors=[Spy()]
+            ) as channel:
+                assert await channel.unary_unary(UNARY)(b"a", timeout=5) == b"echo:a"
+                await settled()
+        finally:
+            await server.stop(None)
+        return default_name(target, UNARY)
+
+    name = run(main())
+    assert seen == [b"a"]
+    assert calls(provider, name) == {"success": 1}

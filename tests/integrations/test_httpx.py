@@ -349,6 +349,69 @@ def test_refused_connections_trip_the_breaker(provider: breaker.Provider) -> Non
             client.get(url)
 
 
+# -- the outcome settles with the body ---------------------------------------------------------
+
+CUTS = ["short", "chunks-cut", "reset"]
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_a_body_cut_short_is_a_failure(cut: str, provider: breaker.Provider) -> None:
+    with (
+        downstream() as server,
+        httpx.Client(transport=BreakerTransport(provider=provider, name="api")) as client,
+    ):
+        for _ in range(3):
+            with pytest.raises(httpx.TransportError):  # RemoteProtocolError, ReadError
+                client.get(f"{server.url}/{cut}/200")
+        with pytest.raises(BreakerOpenTransportError):
+            client.get(f"{server.url}/status/200")
+        assert server.hits == 3
+    assert calls(provider, "api")["failure"] == 3
+    assert calls(provider, "api")["success"] == 0
+
+
+def test_a_streamed_body_cut_short_is_a_failure(provider: breaker.Provider) -> None:
+    with (
+        downstream() as server,
+        httpx.Client(transport=BreakerTransport(provider=provider, name="api")) as client,
+        client.stream("GET", f"{server.url}/short/200") as response,
+    ):
+        assert response.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+    assert calls(provider, "api")["failure"] == 1
+
+
+def test_the_outcome_waits_for_the_body(provider: breaker.Provider) -> None:
+    with (
+        downstream() as server,
+        httpx.Client(transport=BreakerTransport(provider=provider, name="api")) as client,
+    ):
+        with client.stream("GET", f"{server.url}/big/200000") as response:
+            assert calls(provider, "api")["success"] == 0  # headers only, so far
+            assert len(response.read()) == 200_000
+            assert calls(provider, "api")["success"] == 1
+        assert calls(provider, "api")["success"] == 1  # closing after the end counts nothing
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(200, "success"), (503, "failure")])
+def test_a_stream_the_caller_closes_early_counts_by_its_status(
+    status: int, outcome: str, provider: breaker.Provider
+) -> None:
+    path = "/big/1000000" if status == 200 else "/stall/503"
+    with (
+        downstream() as server,
+        httpx.Client(transport=BreakerTransport(provider=provider, name="api")) as client,
+    ):
+        for _ in range(3):
+            with client.stream("GET", server.url + path) as response:
+                assert response.status_code == status
+                next(response.iter_raw(10))
+            # leaving the block closed the response before its body ended
+        stats = calls(provider, "api")
+        assert stats[outcome] == 3 and stats["success"] + stats["failure"] == 3
+
+
 # -- async ---------------------------------------------------------------------------------
 
 
@@ -451,3 +514,59 @@ def test_the_rejection_can_be_built_like_breaker_open_error() -> None:
     assert (exc.name, exc.state, exc.retry_after) == ("api", breaker.State.OPEN, 1.5)
     with pytest.raises(RuntimeError):
         exc.request  # noqa: B018 - httpx's own error when no request is attached
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_async_a_body_cut_short_is_a_failure(cut: str, provider: breaker.Provider) -> None:
+    async def scenario(url: str) -> None:
+        transport = AsyncBreakerTransport(provider=provider, name="api")
+        async with httpx.AsyncClient(transport=transport) as client:
+            for _ in range(3):
+                with pytest.raises(httpx.TransportError):
+                    await client.get(f"{url}/{cut}/200")
+            with pytest.raises(BreakerOpenTransportError):
+                await client.get(f"{url}/status/200")
+
+    with downstream() as server:
+        run(scenario(server.url))
+    assert calls(provider, "api")["failure"] == 3
+
+
+def test_async_a_stream_closed_early_is_not_a_failure(provider: breaker.Provider) -> None:
+    async def scenario(url: str) -> None:
+        transport = AsyncBreakerTransport(provider=provider, name="api")
+        async with httpx.AsyncClient(transport=transport) as client:
+            async with client.stream("GET", f"{url}/big/1000000") as response:
+                assert calls(provider, "api")["success"] == 0
+                async for _ in response.aiter_raw(10):
+                    break
+            async with client.stream("GET", f"{url}/big/1000") as response:
+                await response.aread()
+
+    with downstream() as server:
+        run(scenario(server.url))
+    assert calls(provider, "api")["success"] == 2
+    assert calls(provider, "api")["failure"] == 0
+
+
+def test_async_a_body_read_cancelled_counts_as_neither(provider: breaker.Provider) -> None:
+    async def scenario(url: str) -> None:
+        transport = AsyncBreakerTransport(provider=provider, name="api")
+        headers = asyncio.Event()
+
+        async def read() -> None:
+            async with client.stream("GET", f"{url}/stall/200") as response:
+                headers.set()
+                await response.aread()  # 10 bytes of 1000, then the server stalls
+
+        async with httpx.AsyncClient(transport=transport) as client:
+            task = asyncio.ensure_future(read())
+            await headers.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    with downstream() as server:
+        run(scenario(server.url))
+    assert calls(provider, "api")["cancelled"] == 1
+    assert calls(provider, "api")["failure"] == 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,7 @@ import breaker
 from breaker.testing import FakeClock
 
 requests = pytest.importorskip("requests")
+urllib3 = pytest.importorskip("urllib3")
 
 from breaker.integrations.requests import (  # noqa: E402
     BreakerAdapter,
@@ -18,7 +21,7 @@ from breaker.integrations.requests import (  # noqa: E402
     default_name,
 )
 
-from .servers import Downstream, downstream, refused_url  # noqa: E402
+from .servers import SENT, Downstream, downstream, refused_url  # noqa: E402
 
 
 @pytest.fixture
@@ -173,3 +176,99 @@ def test_the_default_provider_is_used_at_request_time(
 def test_a_provider_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(TypeError, match=r"breaker\.Provider"):
         BreakerAdapter(provider=object())  # type: ignore[arg-type]
+
+
+# -- the outcome settles with the body ---------------------------------------------------------
+
+
+def calls(provider: breaker.Provider, server: Downstream) -> dict[str, int]:
+    return dict(provider.get_breaker(name_of(server)).stats().calls)
+
+
+@pytest.mark.parametrize("cut", ["short", "chunks-cut", "reset"])
+def test_a_body_cut_short_is_a_failure(
+    cut: str, session: requests.Session, server: Downstream, provider: breaker.Provider
+) -> None:
+    for _ in range(3):
+        with pytest.raises(requests.RequestException):  # ChunkedEncodingError, ConnectionError
+            session.get(f"{server.url}/{cut}/200")
+    with pytest.raises(BreakerOpenConnectionError):
+        session.get(server.url + "/status/200")
+    assert server.hits == 3
+    assert calls(provider, server)["failure"] == 3
+    assert calls(provider, server)["success"] == 0
+
+
+def test_a_short_body_is_a_failure_where_urllib3_returns_it_silently(
+    session: requests.Session,
+    server: Downstream,
+    provider: breaker.Provider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # urllib3 1.x does not enforce Content-Length by default: the short body comes back.
+    urlopen = urllib3.HTTPConnectionPool.urlopen
+
+    def lenient(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return urlopen(self, *args, enforce_content_length=False, **kwargs)
+
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "urlopen", lenient)
+    response = session.get(f"{server.url}/short/200")
+    assert response.content == SENT
+    assert calls(provider, server)["failure"] == 1
+    with session.get(f"{server.url}/short/200", stream=True) as response:
+        body = b"".join(iter(lambda: response.raw.read(100), b""))  # past requests, to EOF
+        assert body == SENT  # settled when the response closes
+    assert calls(provider, server)["failure"] == 2
+
+
+def test_a_raw_read_cut_short_is_a_failure_when_the_response_closes(
+    session: requests.Session, server: Downstream, provider: breaker.Provider
+) -> None:
+    with session.get(f"{server.url}/short/200", stream=True) as response:
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            response.raw.read()
+        assert calls(provider, server)["failure"] == 0
+    assert calls(provider, server)["failure"] == 1
+
+
+def test_a_streamed_response_settles_when_its_body_ends(
+    session: requests.Session, server: Downstream, provider: breaker.Provider
+) -> None:
+    with session.get(f"{server.url}/big/200000", stream=True) as response:
+        assert calls(provider, server)["success"] == 0  # headers only, so far
+        assert sum(len(chunk) for chunk in response.iter_content(65536)) == 200_000
+        assert calls(provider, server)["success"] == 1
+    assert calls(provider, server)["success"] == 1  # closing after the end counts nothing
+    with (
+        session.get(f"{server.url}/short/200", stream=True) as response,
+        pytest.raises(requests.exceptions.ChunkedEncodingError),
+    ):
+        list(response.iter_lines())
+    assert calls(provider, server)["failure"] == 1
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(200, "success"), (503, "failure")])
+def test_a_stream_the_caller_closes_early_counts_by_its_status(
+    status: int,
+    outcome: str,
+    session: requests.Session,
+    server: Downstream,
+    provider: breaker.Provider,
+) -> None:
+    path = "/big/1000000" if status == 200 else "/stall/503"
+    for _ in range(3):
+        with session.get(server.url + path, stream=True) as response:
+            assert response.status_code == status
+            next(response.iter_content(10))
+    stats = calls(provider, server)
+    assert stats[outcome] == 3 and stats["success"] + stats["failure"] == 3
+
+
+def test_an_unpickled_response_has_nothing_to_settle(
+    session: requests.Session, server: Downstream, provider: breaker.Provider
+) -> None:
+    response = session.get(server.url + "/status/200")
+    copy = pickle.loads(pickle.dumps(response))
+    assert copy.text == "answered 200" and list(copy.iter_content(5))
+    copy.close()
+    assert calls(provider, server)["success"] == 1
