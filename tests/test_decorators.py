@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import types
 import logging
 from typing import Any
 
@@ -76,6 +77,60 @@ class TestCallableKinds:
         assert Client.sm_outer(3) == -3 and c.sm_outer(3) == -3
         assert Client.method.__name__ == "method"
         assert str(inspect.signature(c.method)) == "(x: 'int') -> 'int'"
+
+    def test_a_method_binds_as_functions_do_and_keeps_what_wrapt_keeps(
+        self, provider: breaker.Provider
+    ) -> None:
+        def charge(self: object, amount: int, *, currency: str = "EUR") -> str:
+            """Charge a card."""
+            return f"{amount} {currency}"
+
+        decorated = provider.circuit("payments")(charge)
+
+        class Client:
+            pay = decorated
+
+        c = Client()
+        assert c.pay(5, currency="USD") == "5 USD"
+        # Bound like any function: a bound method of a plain function, no per-access wrapper.
+        assert type(Client.__dict__["pay"]) is types.FunctionType
+        assert isinstance(c.pay, types.MethodType) and c.pay.__self__ is c
+        assert c.pay.__wrapped__ is charge and Client.pay.__wrapped__ is charge
+        assert inspect.unwrap(c.pay) is charge
+        assert c.pay.__name__ == "charge" and c.pay.__doc__ == "Charge a card."
+        assert (
+            str(inspect.signature(c.pay)) == "(amount: 'int', *, currency: 'str' = 'EUR') -> 'str'"
+        )
+        assert Client.pay(c, 1) == "1 EUR"
+        # The decorated object itself stays a wrapt wrapper, usable as a function.
+        assert decorated(None, 2) == "2 EUR"
+        assert provider.get_breaker("payments").stats().calls["success"] == 3
+
+    def test_an_async_method_stays_a_coroutine_function(self, provider: breaker.Provider) -> None:
+        class Client:
+            @provider.circuit("payments")
+            async def get(self, x: int) -> int:
+                return x
+
+        assert type(Client.__dict__["get"]) is types.FunctionType
+        assert inspect.iscoroutinefunction(Client.get)
+        assert inspect.iscoroutinefunction(Client().get)
+        assert run(Client().get(4)) == 4
+
+    def test_methods_trip_reject_and_fall_back_like_functions(
+        self, provider: breaker.Provider
+    ) -> None:
+        class Client:
+            @provider.circuit("payments", fallback=lambda exc, self, x: ("fallback", x))
+            def get(self, x: int) -> object:
+                raise Boom
+
+        c = Client()
+        for _ in range(3):
+            assert c.get(1) == ("fallback", 1)
+        assert provider.get_breaker("payments").state is State.OPEN
+        assert c.get(2) == ("fallback", 2)  # rejected, fallback with self's arguments
+        assert provider.get_breaker("payments").stats().calls["rejected"] == 1
 
     def test_async_function(self, provider: breaker.Provider) -> None:
         @provider.circuit("payments")

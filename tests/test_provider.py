@@ -612,6 +612,38 @@ class TestManyBreakers:
                     call()
             assert provider.get_breaker("held").state is State.OPEN  # one breaker, not two
 
+    def test_a_breaker_in_use_when_set_aside_is_never_reset(self, clock: FakeClock) -> None:
+        """Issue 16, defect 2: a call in flight while sweeps set its idle breaker aside."""
+        with breaker.new(
+            Config("s", PREFIX),
+            coord=MemoryCoord(),
+            clock=clock,
+            default_policy=Policy(failure_threshold=1),
+            max_breakers=2,
+        ) as provider:
+            guard = provider.guard("dead")
+            guard.__enter__()
+            for i in range(50):  # new names: sweeps set "dead" aside as idle
+                provider.get_breaker(f"host-{i}").do(lambda: None)
+            assert "dead" not in provider._breakers  # set aside, held weakly
+            guard.__exit__(Boom, Boom(), None)  # the call fails: the breaker opens
+            del guard
+            gc.collect()
+            assert provider.get_breaker("dead").state is State.OPEN
+            assert provider.get_breaker("dead").stats().calls["failure"] == 1
+
+    def test_a_set_aside_breaker_that_counts_a_failure_is_kept(self, clock: FakeClock) -> None:
+        with self.make(clock) as provider:
+            brk = provider.get_breaker("flaky")
+            brk.do(lambda: None)
+            for i in range(1000):
+                provider.get_breaker(f"host-{i}").do(lambda: None)
+            with pytest.raises(Boom):
+                brk.do(fail)  # one of two: not idle any more
+            del brk
+            gc.collect()
+            assert provider.get_breaker("flaky").stats().calls["failure"] == 1
+
     def test_a_dropped_name_comes_back_with_its_policy(self, clock: FakeClock) -> None:
         coord = MemoryCoord({PREFIX + "host-7.json": '{"failureThreshold": 9}'})
         with self.make(clock, coord) as provider:
