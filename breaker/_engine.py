@@ -29,6 +29,7 @@ exact on CPython with the GIL; on a free-threaded build they may undercount.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -296,6 +297,7 @@ class Breaker:
         "_tick_time",
         "_timed",
         "_transitions",
+        "_until",
         "_wall",
         "_window",
     )
@@ -332,6 +334,7 @@ class Breaker:
         self._n_rejected = self._n_cancelled = 0
         self._mode = _AUTO
         self._deadline: float | None = None
+        self._until = math.inf  # the mode's modeUntil on the wall clock (Unix seconds)
         self._doublings = 0
         self._window: _Window | None = None
         self._tick_time = 0.0
@@ -459,14 +462,14 @@ class Breaker:
                     raise BreakerOpenError(self._name, _OPEN_STATE, remaining)
         elif mode is _FORCED_OPEN:
             deadline = self._deadline
-            if deadline is None or now < deadline:
+            if deadline is None or (now < deadline and self._wall() < self._until):
                 self._n_rejected += 1
                 raise BreakerOpenError(
                     self._name, _OPEN_STATE, self._forced_retry_after(now), _FORCED_OPEN
                 )
         elif mode is _DISABLED:
             deadline = self._deadline
-            if deadline is None or now < deadline:
+            if deadline is None or (now < deadline and self._wall() < self._until):
                 return _Call(era, now, _STATS_ONLY)
         with self._lock:
             now = self._clock()
@@ -757,7 +760,7 @@ class Breaker:
     def _forced_retry_after(self, now: float) -> float:
         if self._deadline is None:
             return self._policy.open_state_timeout
-        return max(self._deadline - now, 0.0)
+        return max(min(self._deadline - now, self._until - self._wall()), 0.0)
 
     def _set_period(self) -> None:
         policy = self._policy
@@ -781,11 +784,17 @@ class Breaker:
 
     # -- policies and modes ---------------------------------------------------------------
 
-    def _adopt(self, policy: Policy, *, deliver: bool = True) -> None:
+    def _adopt(
+        self, policy: Policy, *, mode_deadline: float | None = None, deliver: bool = True
+    ) -> None:
         """Switch to ``policy`` now, keeping state and counts, and re-evaluate the state.
 
-        With ``deliver=False`` the transitions it causes stay queued for `_deliver`, so a
-        provider can report them after releasing its own locks.
+        A timed mode ends when the wall clock, read when the mode is checked, reaches
+        ``modeUntil``, or when the clock reaches ``mode_deadline``, whichever comes first.
+        ``mode_deadline`` is fixed when the provider first adopted the document that sets
+        the mode, so adopting it again never revives an expired mode; None computes it
+        from the wall clock now. With ``deliver=False`` the transitions it causes stay
+        queued for `_deliver`, so a provider can report them after releasing its own locks.
         """
         with self._lock:
             now = self._clock()
@@ -799,9 +808,12 @@ class Breaker:
             else:
                 self._window.resize(policy.rate_window)
             self._set_period()
-            deadline = None
+            deadline, self._until = None, math.inf
             if policy.mode is not _AUTO and policy.mode_until is not None:
-                deadline = now + (policy.mode_until.timestamp() - self._wall())
+                self._until = policy.mode_until.timestamp()
+                deadline = mode_deadline
+                if deadline is None:
+                    deadline = now + (self._until - self._wall())
             self._set_mode(policy.mode, deadline, now)
             st = self._st
             if (
@@ -820,7 +832,7 @@ class Breaker:
     def _set_mode(
         self, mode: Mode, deadline: float | None, now: float, *, log: bool = True
     ) -> None:
-        if mode is not _AUTO and deadline is not None and deadline <= now:
+        if mode is not _AUTO and deadline is not None and not self._mode_runs(deadline, now):
             mode, deadline = _AUTO, None  # a modeUntil in the past means auto
         old = self._mode
         self._mode, self._deadline = mode, deadline
@@ -843,9 +855,13 @@ class Breaker:
         elif old is _DISABLED:
             self._reset_window()
 
+    def _mode_runs(self, deadline: float, now: float) -> bool:
+        """Say whether a timed mode still runs: neither of its two clocks has reached its end."""
+        return now < deadline and self._wall() < self._until
+
     def _expire_mode(self, now: float) -> None:
         deadline = self._deadline
-        if deadline is not None and now >= deadline:
+        if deadline is not None and not self._mode_runs(deadline, now):
             until = self._policy.mode_until
             _log.warning(
                 "breaker %r: mode %s expired (modeUntil %s); back to auto",
