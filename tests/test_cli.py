@@ -161,7 +161,10 @@ class TestValidate:
         result = cli("validate", "typo.json")
         assert result.code == EXIT_OK
         assert result.out == "typo.json: OK\n"
-        assert result.err == "warning: typo.json: ignoring unknown policy keys: 'failureTreshold'\n"
+        assert result.err == (
+            "warning: typo.json: ignoring unknown policy keys: 'failureTreshold' "
+            "(did you mean 'failureThreshold'?)\n"
+        )
 
     def test_dash_reads_stdin(self, cli: Run) -> None:
         assert cli("validate", "-", stdin='{"mode": "shadow"}').out == "<stdin>: OK\n"
