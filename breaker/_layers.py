@@ -59,7 +59,6 @@ __all__ = [
     "check_alone",
     "judge",
     "judge_alone",
-    "problems_of",
 ]
 
 Clock = Callable[[], float]
@@ -449,6 +448,7 @@ class Layers:
         # Names whose layers hold the same versions resolve alike: once per pass.
         memo: dict[tuple[object, ...], _Outcome] = {}
         log = self._log and _log.isEnabledFor(logging.INFO)
+        below = _SERVICE_DEFAULT if self._default.in_effect is not None else "the built-in default"
         for name in names:
             layer = self._names.get(name)
             if layer is None:
@@ -459,7 +459,7 @@ class Layers:
             memo_key = (layer.good, layer.adopted, layer.current, own_mode and layer.deadline)
             outcome = memo.get(memo_key)
             if outcome is None:
-                fields = self._fit(layer, self._base, _SERVICE_DEFAULT)
+                fields = self._fit(layer, self._base, below)
                 mode_layer = layer if own_mode else self._mode_layer
                 found = None  # nothing of it applies: the breaker runs on the default
                 if fields is not None or mode_layer is layer:
@@ -532,6 +532,10 @@ class Layers:
 
     # -- questions ------------------------------------------------------------------------------
 
+    def key(self, name: str) -> str:
+        """Return the key of the document of ``name``."""
+        return key_of(self._prefix, name)
+
     def documents(self) -> dict[str, Document]:
         """Return the current document of every name that has one (``_default`` included)."""
         found = {n: layer.current for n, layer in self._names.items() if layer.current}
@@ -568,10 +572,15 @@ class Layers:
         ``layers`` (bottom to top: each one's document, whether it applies, and if not,
         why and what applies instead).
         """
-        layer = self._names.get(name) or _Layer()
-        resolution = self.resolved.get(name, self.default)
+        stack = [(BUILT_IN, self._builtin), (DEFAULT_DOCUMENT, self._default)]
+        if name == DEFAULT_DOCUMENT:  # a breaker with no document
+            layer = self._default
+            resolution = self.default
+        else:
+            layer = self._names.get(name) or _Layer()
+            resolution = self.resolved.get(name, self.default)
+            stack.append((name, layer))
         policy = resolution.policy
-        stack = [(BUILT_IN, self._builtin), (DEFAULT_DOCUMENT, self._default), (name, layer)]
         mode_name = name if layer.good is not None and layer.good.sets_mode else None
         if mode_name is None:
             mode_name = DEFAULT_DOCUMENT if self._mode_layer is self._default else BUILT_IN
@@ -625,8 +634,3 @@ class Layers:
             "problems": [p.to_dict() for p in found.problems],
             "kept": found.kept,
         }
-
-
-def problems_of(doc: Document) -> Iterable[Problem]:
-    """Return every problem of a document on its own, unknown keys included."""
-    return (*doc.errors, *doc.unknown_problems())

@@ -31,7 +31,7 @@ RULE = (
     "a breaker name is one or more parts separated by '/' (one leading '/' is allowed, as "
     "in gRPC method names), none of them empty, '.' or '..', with no control character, no "
     "leading or trailing space, and no leading '_' (kept for the service's own documents, "
-    "such as _default.json)"
+    "such as '_default.json')"
 )
 """The rule every breaker name follows, as error messages and the README state it."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -116,3 +118,9 @@ def test_keys_against_the_rule_are_ignored_by_the_provider() -> None:
     )
     with breaker.new(breaker.Config("s", PREFIX), coord=coord) as provider:
         assert dict(provider.policies) == {"ok": breaker.Policy(failure_threshold=2)}
+
+
+def test_the_readme_states_the_rule() -> None:
+    text = (pathlib.Path(__file__).parent.parent / "README.rst").read_text()
+    prose = " ".join(re.sub(r"``([^`]+)``", r"'\1'", text).split())
+    assert RULE in prose
