@@ -439,9 +439,8 @@ class Layers:
         which nothing changed are kept, so readers can tell a change by identity.
         """
         old = self.resolved
-        resolved: dict[str, Resolution] = {}
-        if not fresh:
-            resolved.update(old)
+        # A fresh pass builds a new mapping; another copies the old one at its first change.
+        resolved: dict[str, Resolution] | None = {} if fresh else None
         old_invalid = self.invalid
         invalid = {} if fresh else dict(old_invalid)
         self._judge_layer(DEFAULT_DOCUMENT, self._default, invalid, old_invalid)
@@ -451,37 +450,43 @@ class Layers:
         below = _SERVICE_DEFAULT if self._default.in_effect is not None else "the built-in default"
         for name in names:
             layer = self._names.get(name)
-            if layer is None:
-                resolved.pop(name, None)
-                invalid.pop(name, None)
-                continue
-            own_mode = layer.good is not None and layer.good.sets_mode
-            memo_key = (layer.good, layer.adopted, layer.current, own_mode and layer.deadline)
-            outcome = memo.get(memo_key)
-            if outcome is None:
-                fields = self._fit(layer, self._base, below)
-                mode_layer = layer if own_mode else self._mode_layer
-                found = None  # nothing of it applies: the breaker runs on the default
-                if fields is not None or mode_layer is layer:
-                    found = self._resolution(fields or self._base, mode_layer)
-                outcome = memo[memo_key] = (layer.in_effect, layer.adopted, layer.problems, found)
+            found: Resolution | None = None
+            if layer is not None:
+                own_mode = layer.good is not None and layer.good.sets_mode
+                memo_key = (layer.good, layer.adopted, layer.current, own_mode and layer.deadline)
+                outcome = memo.get(memo_key)
+                if outcome is None:
+                    fields = self._fit(layer, self._base, below)
+                    mode_layer = layer if own_mode else self._mode_layer
+                    if fields is not None or mode_layer is layer:
+                        found = self._resolution(fields or self._base, mode_layer)
+                    # else nothing of it applies: the breaker runs on the default
+                    outcome = memo[memo_key] = (
+                        layer.in_effect,
+                        layer.adopted,
+                        layer.problems,
+                        found,
+                    )
+                else:
+                    layer.in_effect, layer.adopted, layer.problems, found = outcome
+                self._judge_layer(name, layer, invalid, old_invalid)
             else:
-                layer.in_effect, layer.adopted, layer.problems, found = outcome
+                invalid.pop(name, None)
             previous = old.get(name)
+            if found is not None and previous is not None and previous is not found:
+                if (previous.policy, previous.mode_deadline) == (found.policy, found.mode_deadline):
+                    found = previous  # the same outcome: readers see no change
+            if found is previous and not fresh:
+                continue
+            if resolved is None:
+                resolved = dict(old)
             if found is None:
                 resolved.pop(name, None)
-            elif previous is found or (
-                previous is not None
-                and previous.policy == found.policy
-                and previous.mode_deadline == found.mode_deadline
-            ):
-                resolved[name] = previous
             else:
                 resolved[name] = found
-                if log:
+                if log and found is not previous:
                     _log.info("policy %r is now %s", name, found.policy.to_dict())
-            self._judge_layer(name, layer, invalid, old_invalid)
-        if len(resolved) != len(old) or any(old.get(n) is not r for n, r in resolved.items()):
+        if resolved is not None and (fresh is False or resolved != old):
             self.resolved = resolved
         if invalid != old_invalid:
             self.invalid = invalid
