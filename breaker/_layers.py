@@ -473,9 +473,12 @@ class Layers:
             else:
                 invalid.pop(name, None)
             previous = old.get(name)
-            if found is not None and previous is not None and previous is not found:
-                if (previous.policy, previous.mode_deadline) == (found.policy, found.mode_deadline):
-                    found = previous  # the same outcome: readers see no change
+            if (
+                found is not None
+                and previous is not None
+                and (previous.policy, previous.mode_deadline) == (found.policy, found.mode_deadline)
+            ):
+                found = previous  # the same outcome: readers see no change
             if found is previous and not fresh:
                 continue
             if resolved is None:
