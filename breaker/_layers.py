@@ -185,7 +185,7 @@ _PARTNERS = {
 
 
 def _misfits(
-    fields: Mapping[str, Any], below: str, settings: Mapping[str, Any] = {}
+    fields: Mapping[str, Any], below: str, settings: Mapping[str, Any]
 ) -> tuple[Problem, ...]:
     """Return what breaks the rules of a whole policy in ``fields`` (a complete set).
 
@@ -342,7 +342,7 @@ class Layers:
                 )
             if layer is None:
                 layer = self._names[name] = _Layer()
-            self._take(layer, doc, name)
+            self._take(layer, doc)
         relayer = DEFAULT_DOCUMENT in changed
         changed.pop(DEFAULT_DOCUMENT, None)
         if relayer:
@@ -362,7 +362,7 @@ class Layers:
             doc = Document(value, NOT_JSON, {}, None, None, (Problem(None, repr(exc)),), ())
         return doc
 
-    def _take(self, layer: _Layer, doc: Document, name: str | None = None) -> None:
+    def _take(self, layer: _Layer, doc: Document) -> None:
         """Make ``doc`` the current version of ``layer``; a valid one becomes its good version."""
         layer.current = doc
         if not doc.valid:
