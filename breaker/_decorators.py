@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 from breaker import _default
 from breaker._engine import Breaker, exclusions
 from breaker._engine._paths import wrapper_factory
+from breaker._names import check_name
 
 if TYPE_CHECKING:
     from breaker._provider import Provider
@@ -157,8 +158,7 @@ def circuit(
     included for methods) and its result is returned instead of raising when the call
     fails with an error or is rejected.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"circuit: a breaker name must be a non-empty string, got {name!r}")
+    check_name(name, "circuit")
     excl = exclusions(exclude)
     if fallback is not None and not callable(fallback):
         raise TypeError(f"circuit: fallback must be callable, got {fallback!r}")

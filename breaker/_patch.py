@@ -17,6 +17,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from breaker._decorators import ExcludeItem, FailureIf, circuit
+from breaker._names import check_name
 
 if TYPE_CHECKING:
     from breaker._provider import Provider
@@ -198,8 +199,6 @@ def patch(
     does nothing.
     """
     module_name, qualname = _parse(target)
-    from breaker.integrations._common import check_name
-
     check_name(name, "patch")
     decorate = circuit(
         name, provider=provider, exclude=exclude, fallback=fallback, failure_if=failure_if

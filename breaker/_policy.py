@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -213,6 +213,26 @@ def _check_minimum_calls(_: object, __: object, value: object) -> None:
     _count("minimum_calls", value, 1)
 
 
+def _no_rate_to_trip(threshold: int, rate: float | None) -> PolicyError | None:
+    if threshold == 0 and rate is None:
+        return PolicyError(
+            "failure_threshold: 0 turns the consecutive-failure rule off, which needs a "
+            "failure rate to trip on instead",
+            key="failure_threshold",
+        )
+    return None
+
+
+def _max_below_open(open_state: float, longest: float | None) -> PolicyError | None:
+    if longest is not None and longest < open_state:
+        return PolicyError(
+            f"max_open_state_timeout: {_go(longest)} is shorter than the open state timeout "
+            f"({_go(open_state)})",
+            key="max_open_state_timeout",
+        )
+    return None
+
+
 @attrs.frozen(repr=False)
 class Policy:
     """How a breaker trips and recovers; immutable, so a new policy is a new object.
@@ -252,21 +272,11 @@ class Policy:
         return f"Policy({', '.join(parts)})"
 
     def __attrs_post_init__(self) -> None:
-        if self.failure_threshold == 0 and self.failure_rate is None:
-            raise PolicyError(
-                "failure_threshold: 0 turns the consecutive-failure rule off, which needs a "
-                "failure rate to trip on instead",
-                key="failure_threshold",
-            )
-        if (
-            self.max_open_state_timeout is not None
-            and self.max_open_state_timeout < self.open_state_timeout
-        ):
-            raise PolicyError(
-                f"max_open_state_timeout: {_go(self.max_open_state_timeout)} is shorter than "
-                f"the open state timeout ({_go(self.open_state_timeout)})",
-                key="max_open_state_timeout",
-            )
+        error = _no_rate_to_trip(self.failure_threshold, self.failure_rate) or _max_below_open(
+            self.open_state_timeout, self.max_open_state_timeout
+        )
+        if error is not None:
+            raise error
 
     @classmethod
     def from_dict(
@@ -281,28 +291,31 @@ class Policy:
         ``source`` (a coord key, a file name) prefixes error messages and warnings.
         """
         where = f"{source}: " if source else ""
-        if not isinstance(data, Mapping):
-            raise PolicyError(f"{where}a policy must be a JSON object, got {_describe(data)}")
-        changes: dict[str, Any] = {}
-        unknown: list[str] = []
-        for key, value in data.items():
-            field = _FIELDS.get(key)
-            if field is None:
-                unknown.append(key)
-            else:
-                changes[field] = value
+        changes, errors, unknown = read_document(data)
         if unknown:
-            sample = ", ".join(repr(str(k)[:40]) for k in unknown[:_UNKNOWN_SAMPLE])
-            more = (
-                f" and {len(unknown) - _UNKNOWN_SAMPLE} more"
-                if len(unknown) > _UNKNOWN_SAMPLE
-                else ""
-            )
-            _log.warning("%signoring unknown policy keys: %s%s", where, sample, more)
+            _log.warning("%s%s", where, unknown_keys_message(unknown))
+        if errors:
+            raise PolicyError(f"{where}{errors[0]}", key=errors[0].key) from None
         try:
             return cls(**{**_fields_of(base if base is not None else _DEFAULTS), **changes})
         except PolicyError as exc:
             raise PolicyError(f"{where}{_json_message(exc)}", key=_json_key(exc.key)) from None
+
+    @classmethod
+    def _trusted(cls, fields: Mapping[str, Any], mode: Mode, mode_until: datetime | None) -> Policy:
+        """Return the policy of values already converted and checked, without checking again.
+
+        For the layers, which judge each document's values once and the rules between
+        fields (`combination_errors`) on the combination: a reload converts each value once.
+        ``fields`` holds every field but the mode's two.
+        """
+        policy = object.__new__(cls)
+        setattr_ = object.__setattr__
+        for name in _SETTINGS:
+            setattr_(policy, name, fields[name])
+        setattr_(policy, "mode", mode)
+        setattr_(policy, "mode_until", mode_until)
+        return policy
 
     @classmethod
     def from_json(
@@ -335,8 +348,8 @@ class Policy:
             out["rateWindow"] = _go(self.rate_window)
         if self.max_open_state_timeout is not None:
             out["maxOpenStateTimeout"] = _go(self.max_open_state_timeout)
-        if self.mode is not Mode.AUTO:
-            out["mode"] = self.mode.value
+        if self.mode is not Mode.AUTO or self.mode_until is not None:
+            out["mode"] = self.mode.value  # a document that ends a mode names it
         if self.mode_until is not None:
             out["modeUntil"] = format_timestamp(self.mode_until)
         return out
@@ -389,8 +402,114 @@ _FIELDS = {
 }
 _KEYS = {field: key for key, field in _FIELDS.items()}
 _FIELD_NAMES = tuple(_FIELDS.values())
+_SETTINGS = tuple(f for f in _FIELD_NAMES if f not in ("mode", "mode_until"))
 JSON_KEYS = tuple(_FIELDS)
 """Every key a policy document may hold."""
+KEY_FIELDS: Mapping[str, str] = _FIELDS
+"""The attrs field each document key sets."""
+_DURATIONS = frozenset(
+    {"open_state_timeout", "slow_call_duration", "rate_window", "max_open_state_timeout"}
+)
+
+
+def json_value(field: str, value: Any) -> Any:
+    """Return a field's value as a document writes it (a duration as a Go duration string)."""
+    if value is None:
+        return None
+    if field in _DURATIONS:
+        return _go(value)
+    if isinstance(value, Mode):
+        return value.value
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    return value
+
+
+_READERS: dict[str, Callable[[object], Any]] = {
+    "failure_threshold": lambda value: _count("failure_threshold", value, 0),
+    "success_threshold": lambda value: _count("success_threshold", value, 1),
+    "open_state_timeout": _open_state_timeout,
+    "slow_call_duration": _slow_call_duration,
+    "failure_rate": _rate,
+    "minimum_calls": lambda value: _count("minimum_calls", value, 1),
+    "rate_window": _rate_window,
+    "max_open_state_timeout": _max_open_state_timeout,
+    "mode": _mode,
+    "mode_until": _timestamp,
+}
+
+
+def combination_errors(fields: Mapping[str, Any]) -> list[PolicyError]:
+    """Return what breaks the rules that tie fields together, among the fields given.
+
+    ``fields`` holds converted values by attrs field name; a rule whose fields are not
+    all there is not checked (a layer that sets one of them leaves it to the combination).
+    Messages and keys use the document's keys.
+    """
+    errors = []
+    if "failure_threshold" in fields and "failure_rate" in fields:
+        error = _no_rate_to_trip(fields["failure_threshold"], fields["failure_rate"])
+        if error is not None:
+            errors.append(error)
+    if "open_state_timeout" in fields and "max_open_state_timeout" in fields:
+        error = _max_below_open(fields["open_state_timeout"], fields["max_open_state_timeout"])
+        if error is not None:
+            errors.append(error)
+    return [PolicyError(_json_message(e), key=_json_key(e.key)) for e in errors]
+
+
+def read_document(data: object) -> tuple[dict[str, Any], list[PolicyError], list[str]]:
+    """Judge a decoded document on its own: what it sets, every error, its unknown keys.
+
+    Returns the converted value of each valid key by attrs field name; every error, each
+    naming its key (``PolicyError.key`` is the document's key); and the unknown keys.
+    The rules that tie keys together are checked among the keys the document sets, and
+    a ``modeUntil`` needs its ``mode`` in the same document: a mode and its end come
+    from one layer.
+    """
+    if not isinstance(data, Mapping):
+        error = PolicyError(f"a policy must be a JSON object, got {_describe(data)}")
+        return {}, [error], []
+    fields: dict[str, Any] = {}
+    errors: list[PolicyError] = []
+    unknown: list[str] = []
+    for key, value in data.items():
+        field = _FIELDS.get(key)
+        if field is None:
+            unknown.append(key)
+            continue
+        try:
+            fields[field] = _READERS[field](value)
+        except PolicyError as exc:
+            errors.append(PolicyError(_json_message(exc), key=key))
+    if "modeUntil" in data and "mode" not in data:
+        errors.append(
+            PolicyError(
+                "modeUntil: set without mode; a document that ends a mode names it "
+                '("mode": "forced-open" ...)',
+                key="modeUntil",
+            )
+        )
+    if len(fields) > 1:
+        errors.extend(combination_errors(fields))
+    return fields, errors, unknown
+
+
+def unknown_keys_message(unknown: Sequence[str]) -> str:
+    """Return one line naming unknown keys: a bounded sample, each with a likely meaning."""
+    shown = [f"{str(key)[:40]!r}{did_you_mean(str(key))}" for key in unknown[:_UNKNOWN_SAMPLE]]
+    more = len(unknown) - _UNKNOWN_SAMPLE
+    return "ignoring unknown policy keys: " + ", ".join(shown) + (f" and {more} more" * (more > 0))
+
+
+def did_you_mean(key: str) -> str:
+    """Return ``" (did you mean 'openStateTimeout'?)"`` for a near miss of a key, else ``""``."""
+    if len(key) > 64:
+        return ""
+    import difflib  # only a document with an unknown key needs it
+
+    found = difflib.get_close_matches(key, JSON_KEYS, n=1, cutoff=0.75)
+    return f" (did you mean {found[0]!r}?)" if found else ""
 
 
 def _json_key(field: str | None) -> str | None:

@@ -25,8 +25,10 @@ from breaker._decorators import (
     circuit,
 )
 from breaker._engine import Breaker, Clock, Guard, Host
-from breaker._exceptions import CoordError, PolicyError
-from breaker._policy import JSON_KEYS, Policy, decode_document, format_timestamp
+from breaker._exceptions import CoordError
+from breaker._layers import Layers, Resolution
+from breaker._names import DEFAULT_DOCUMENT, check_name, policy_name
+from breaker._policy import Policy, format_timestamp
 from breaker._state import State, StateChange
 from breaker.coord._base import Coord, CoordHealth, Snapshot, Watch
 
@@ -37,12 +39,9 @@ Listener = Callable[[StateChange], None]
 
 _log = logging.getLogger("breaker.policies")
 _state_log = logging.getLogger("breaker.state")
-_SUFFIX = ".json"
 DEFAULT_MAX_BREAKERS = 10_000
 """Breakers a provider keeps before it starts dropping idle ones (see `new`)."""
-_KNOWN_KEYS = frozenset(JSON_KEYS)
-DEFAULT_DOCUMENT = "_default"
-"""The name whose document (``<policies_path>_default.json``) is the service-wide default."""
+__all__ = ["DEFAULT_DOCUMENT", "Config", "Provider", "new", "policy_name"]
 
 
 def _non_empty(_: object, attribute: attrs.Attribute[str], value: object) -> None:
@@ -71,15 +70,6 @@ class Config:
     def prefix(self) -> str:
         """Return the coord key prefix: no leading slash, one trailing slash."""
         return self.policies_path.strip("/") + "/"
-
-
-def policy_name(breaker_name: str) -> str:
-    """Return the name whose ``.json`` key holds the policy of ``breaker_name``.
-
-    A leading slash is dropped, so a gRPC method breaker "/pkg.Service/Method" reads
-    "<prefix>pkg.Service/Method.json" (a key cannot hold "//").
-    """
-    return breaker_name[1:] if breaker_name.startswith("/") else breaker_name
 
 
 class _Resources:
@@ -155,13 +145,14 @@ class Provider:
         self._config = config
         self._coord = coord
         self._prefix = config.prefix
-        self._code_default = default_policy
-        self._default = default_policy  # the code's default, layered under _default.json
-        self._default_raw: bytes | None = None
         self._clock = clock
         self._wall = wall_clock
-        self._policies: Mapping[str, Policy] = MappingProxyType({})
-        self._raw: dict[str, bytes] = {}
+        self._layers = Layers(default_policy, self._prefix, clock=clock, wall=wall_clock)
+        # What breakers run on, by policy name, and without a document: both replaced
+        # together (under _lock), never changed in place.
+        self._resolved: Mapping[str, Resolution] = self._layers.resolved
+        self._default: Resolution = self._layers.default
+        self._policies: tuple[object, Mapping[str, Policy]] = (None, MappingProxyType({}))
         self._breakers: dict[str, Breaker] = {}
         # Breakers dropped as idle, still alive while someone holds them (a decorator, a
         # client): get_breaker finds them again, so one name never has two breakers.
@@ -171,7 +162,6 @@ class Provider:
         self._created_since_sweep = 0
         self._listeners: tuple[Listener, ...] = ()
         self._host = Host(clock, wall_clock, self._notify, self._unpark)
-        self._invalid = 0
         self._lock = threading.Lock()  # guards creating breakers and swapping policies
         self._update_lock = threading.Lock()  # one snapshot applied at a time
         self._resources = _Resources(coord)
@@ -180,13 +170,14 @@ class Provider:
         )
         self._finalizer.atexit = False
         self._closed = False
+        self._closed_health: CoordHealth | None = None
         self._forking: list[Breaker] = []
         _fork.register(self, _fork.PROVIDER)
 
     def __repr__(self) -> str:
         return (
             f"<Provider service={self._config.service_name!r} prefix={self._prefix!r} "
-            f"breakers={len(self._breakers)} policies={len(self._policies)}>"
+            f"breakers={len(self._breakers)} policies={len(self._resolved)}>"
         )
 
     @property
@@ -197,39 +188,74 @@ class Provider:
     @property
     def default_policy(self) -> Policy:
         """Return the policy of breakers with no document (``_default.json``, else the code's)."""
-        return self._default
+        return self._default.policy
 
     @property
     def policies(self) -> Mapping[str, Policy]:
-        """Return the policies read from the coord, by name (an immutable snapshot)."""
-        return self._policies
+        """Return the policies of the breakers that have a document in effect, by name.
+
+        An immutable snapshot; the policies are resolved: ``_default.json`` and the code's
+        default fill in what a document leaves out.
+        """
+        resolved = self._resolved
+        cached, policies = self._policies
+        if cached is not resolved:
+            policies = MappingProxyType({n: r.policy for n, r in resolved.items()})
+            self._policies = (resolved, policies)
+        return policies
 
     @property
-    def invalid_documents(self) -> int:
-        """Return how many documents were rejected as invalid since the provider started."""
-        return self._invalid
+    def invalid_documents(self) -> Mapping[str, tuple[str, ...]]:
+        """Return the documents that do not apply as written now, by name, and why."""
+        return {
+            name: tuple(str(p) for p in found.problems)
+            for name, found in self._layers.invalid.items()
+        }
+
+    @property
+    def rejected_documents(self) -> int:
+        """Return how many times a document was found not to apply, since the provider started."""
+        return self._layers.rejected
 
     def policy(self, name: str) -> Policy:
         """Return the policy that a breaker called ``name`` uses."""
-        return self._policies.get(policy_name(name), self._default)
+        return self._resolved.get(policy_name(name), self._default).policy
+
+    def explain(self, name: str) -> dict[str, Any]:
+        """Return what breaker ``name`` runs on and why, as ``breaker explain --json`` shows it.
+
+        The policy, the layer each key comes from, each layer's document and whether it
+        applies (if not, why, and what applies instead), and the mode with when it ends.
+        """
+        check_name(name, "explain")
+        with self._update_lock:
+            return self._layers.explain(policy_name(name))
 
     def get_breaker(self, name: str) -> Breaker:
         """Return the breaker called ``name``, creating it on first use (thread-safe)."""
         brk = self._breakers.get(name)
         if brk is not None:
             return brk
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"a breaker name must be a non-empty string, got {name!r}")
+        check_name(name, "get_breaker")
         with self._lock:
             brk = self._breakers.get(name)
             if brk is None:
                 brk = self._idle.pop(name, None)
                 if brk is None:
-                    brk = Breaker(name, self.policy(name), clock=self._clock, host=self._host)
+                    found = self._resolved.get(policy_name(name), self._default)
+                    # The mode's deadline was fixed when its document was first read.
+                    brk = Breaker(
+                        name,
+                        found.policy,
+                        clock=self._clock,
+                        host=self._host,
+                        mode_deadline=found.mode_deadline,
+                    )
                     self._created_since_sweep += 1
                 self._breakers[name] = brk
                 if len(self._breakers) > self._max_breakers:
                     self._sweep()
+        self._host.deliver()  # what a new breaker's mode did, with no lock held
         return brk
 
     def breakers(self) -> Mapping[str, Breaker]:
@@ -337,6 +363,8 @@ class Provider:
 
     def health(self) -> CoordHealth:
         """Return what the coord's watch knows of its backend (up, last sync, last error)."""
+        if self._closed_health is not None:
+            return self._closed_health
         watch = self._resources.watch
         if watch is None:
             return CoordHealth(up=False, last_error="not watching")
@@ -364,8 +392,9 @@ class Provider:
             "service": self._config.service_name,
             "policies_path": self._config.policies_path,
             "coord": {"up": health.up, "last_sync": last_sync, "last_error": health.last_error},
-            "invalid_documents": self._invalid,
-            "default_policy": self._default.to_dict(),
+            "rejected_documents": self._layers.rejected,
+            "invalid_documents": {n: i.to_dict() for n, i in self._layers.invalid.items()},
+            "default_policy": self.default_policy.to_dict(),
             "breakers": breakers,
         }
 
@@ -373,6 +402,10 @@ class Provider:
         """Stop watching the coord and close it; breakers keep working with their last policy."""
         if self._closed:
             return
+        last = self.health()
+        self._closed_health = CoordHealth(
+            up=False, last_sync=last.last_sync, last_error="closed: the provider no longer watches"
+        )
         self._closed = True
         self._finalizer.detach()
         _fork.unregister(self)
@@ -416,98 +449,26 @@ class Provider:
         self._host.deliver()  # listeners run with no provider lock held
 
     def _apply_locked(self, snapshot: Snapshot) -> None:
-        raw: dict[str, bytes] = {}
-        for key, value in snapshot.items():
-            if key.startswith(self._prefix) and key.endswith(_SUFFIX):
-                name = key[len(self._prefix) : -len(_SUFFIX)]
-                if name:
-                    raw[name] = value
-                    continue
-            _log.debug("ignoring key %r: not a <name>.json policy under %r", key, self._prefix)
-        default = self._service_default(raw.pop(DEFAULT_DOCUMENT, None))
-        relayer = default != self._default
-        old = self._policies
-        seen = self._raw
-        new: dict[str, Policy] = {}
-        # Fleets stamp documents from a few templates: a document already parsed in this
-        # snapshot (valid, no unknown keys, so nothing to log for it) is not parsed again.
-        parsed: dict[bytes, Policy] = {}
-        for name, value in raw.items():
-            last = old.get(name)
-            if seen.get(name) == value and not relayer:
-                if last is not None:
-                    new[name] = last
-                continue
-            policy = parsed.get(value)
-            if policy is None:
-                key = self._prefix + name + _SUFFIX
-                policy = self._parse(key, value, default, last is not None, parsed=parsed)
-            if policy is not None:
-                new[name] = policy
-            elif last is not None:
-                new[name] = last
-        self._raw = raw
-        if new == old and not relayer:
+        relayered, names = self._layers.update(snapshot)
+        resolved, default = self._layers.resolved, self._layers.default
+        if resolved is self._resolved and default is self._default:
             return
-        if _log.isEnabledFor(logging.INFO):
-            for name in old.keys() - new.keys():
-                _log.info("policy %r deleted; breaker uses the default policy", name)
-            for name, policy in new.items():
-                if old.get(name) != policy:
-                    _log.info("policy %r is now %s", name, policy.to_dict())
         with self._lock:
-            self._policies = MappingProxyType(new)
-            self._default = default
-            live = list(self._all_breakers().values())
+            self._resolved, self._default = resolved, default
+            if relayered or len(names) >= len(self._breakers) + len(self._idle):
+                live = list(self._all_breakers().values())
+            else:  # only the breakers of the changed documents
+                live = []
+                for name in names:
+                    for each in (name, "/" + name):
+                        brk = self._breakers.get(each) or self._idle.get(each)
+                        if brk is not None:
+                            live.append(brk)
         for brk in live:
-            policy = new.get(policy_name(brk.name), default)
+            found = resolved.get(policy_name(brk.name), default)
             current = brk.policy
-            if current is not policy and current != policy:
-                brk._adopt(policy, deliver=False)
-
-    def _service_default(self, value: bytes | None) -> Policy:
-        """Return the default policy for this snapshot's ``_default.json`` (None: deleted)."""
-        if value == self._default_raw:
-            return self._default
-        self._default_raw = value
-        if value is None:
-            _log.info("service default deleted; breakers use the code's default policy")
-            return self._code_default
-        key = self._prefix + DEFAULT_DOCUMENT + _SUFFIX
-        policy = self._parse(key, value, self._code_default, True, "service default")
-        if policy is None:
-            return self._default
-        _log.info("service default is now %s", policy.to_dict())
-        return policy
-
-    def _parse(
-        self,
-        key: str,
-        value: bytes,
-        base: Policy,
-        had: bool,
-        what: str = "policy",
-        parsed: dict[bytes, Policy] | None = None,
-    ) -> Policy | None:
-        """Return the policy of one document, or None (logged) if it is invalid.
-
-        A valid document without unknown keys is remembered in ``parsed`` (by its bytes).
-        """
-        try:
-            document = decode_document(value, source=key)
-            policy = Policy.from_dict(document, base=base, source=key)
-            if parsed is not None and document.keys() <= _KNOWN_KEYS:
-                parsed[value] = policy
-            return policy
-        except PolicyError as exc:
-            kept = f"the last good {what}" if had else f"the default {what}"
-            self._invalid += 1
-            _log.warning("invalid policy document: %s; keeping %s", exc, kept)
-        except Exception:  # a second line of defence: one document never stops the others
-            kept = f"the last good {what}" if had else f"the default {what}"
-            self._invalid += 1
-            _log.exception("invalid policy document %s; keeping %s", key, kept)
-        return None
+            if current is not found.policy and current != found.policy:
+                brk._adopt(found.policy, mode_deadline=found.mode_deadline, deliver=False)
 
     def _notify(self, brk: Breaker, old: State, new: State) -> None:
         service = self._config.service_name

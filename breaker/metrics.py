@@ -56,7 +56,7 @@ class _Reading:
         self.service = service
         self.breakers: list[tuple[str, Breaker]] = sorted(provider.breakers().items())
         self.health = provider.health()
-        self.invalid = provider.invalid_documents
+        self.invalid = provider.rejected_documents
 
     def states(self) -> Iterator[tuple[dict[str, str], int]]:
         for name, brk in self.breakers:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import types
 import logging
+import types
 from typing import Any
 
 import pytest

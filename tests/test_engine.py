@@ -33,6 +33,11 @@ from .helpers import Abort, Boom, NotFound, fail, ok
 Notify = Callable[[Breaker, State, State], None]
 
 
+def adopt_at(brk: Breaker, policy: Policy, mode_deadline: float) -> None:
+    """Adopt ``policy`` as a provider does: with the mode's deadline fixed at first adoption."""
+    brk._adopt(policy, mode_deadline=mode_deadline)
+
+
 def make(clock: FakeClock, notify: Notify | None = None, **policy: object) -> Breaker:
     extra = {} if notify is None else {"notify": notify}
     return Breaker("payments", Policy(**policy), clock=clock, wall=clock.wall, **extra)  # type: ignore[arg-type]
@@ -672,6 +677,57 @@ class TestModes:
         brk = make(clock, mode="forced-open", mode_until=clock.datetime() - timedelta(seconds=1))
         assert brk.mode is Mode.AUTO
         assert brk.do(ok) == "ok"
+
+    def test_a_mode_ends_when_the_wall_clock_reaches_mode_until(self, clock: FakeClock) -> None:
+        # Adopted while the wall clock is a day behind, then NTP steps it right: the kill
+        # switch ends 15 minutes after it was set, not a day and 15 minutes.
+        until = clock.datetime() + timedelta(minutes=15)
+        clock.step_wall(-86_400)
+        brk = make(clock, mode="forced-open", mode_until=until)
+        assert brk.retry_after == pytest.approx(86_400 + 900)
+        clock.step_wall(86_400)
+        assert brk.retry_after == pytest.approx(900)  # the nearer of the two ends
+        with pytest.raises(BreakerOpenError) as info:
+            brk.do(ok)
+        assert info.value.retry_after == pytest.approx(900)
+        clock.advance(899)
+        with pytest.raises(BreakerOpenError):
+            brk.do(ok)
+        clock.advance(1)
+        assert brk.do(ok) == "ok"  # a trial call: the switch ended
+        assert (brk.mode, brk.state) == (Mode.AUTO, State.CLOSED)
+
+    def test_a_disabled_mode_ends_by_the_wall_clock_too(self, clock: FakeClock) -> None:
+        until = clock.datetime() + timedelta(minutes=15)
+        clock.step_wall(-86_400)
+        brk = make(clock, failure_threshold=1, mode="disabled", mode_until=until)
+        clock.step_wall(86_400)
+        clock.advance(900)
+        with pytest.raises(Boom):
+            brk.do(fail)  # counted by the state machine again: it trips
+        assert (brk.mode, brk.state) == (Mode.AUTO, State.OPEN)
+
+    def test_a_mode_deadline_bounds_a_wall_clock_that_steps_back(self, clock: FakeClock) -> None:
+        until = clock.datetime() + timedelta(minutes=15)
+        policy = Policy(mode="forced-open", mode_until=until)
+        deadline = clock() + 900
+        brk = make(clock)
+        adopt_at(brk, policy, deadline)
+        assert brk.mode is Mode.FORCED_OPEN
+        clock.advance(900)
+        assert brk.mode is Mode.AUTO
+        clock.step_wall(-600)  # modeUntil is 10 minutes ahead on the wall clock again
+        adopt_at(brk, policy, deadline)  # re-layered by an unrelated edit: the same deadline
+        assert brk.mode is Mode.AUTO
+        assert brk.do(ok) == "ok"
+
+    def test_a_mode_deadline_may_end_a_mode_before_mode_until(self, clock: FakeClock) -> None:
+        until = clock.datetime() + timedelta(minutes=15)
+        brk = make(clock)
+        adopt_at(brk, Policy(mode="forced-open", mode_until=until), clock() + 60)
+        assert brk.retry_after == pytest.approx(60)
+        clock.advance(60)
+        assert brk.mode is Mode.AUTO
 
     def test_disabled_runs_every_call_and_never_trips(self, clock: FakeClock) -> None:
         brk = make(clock, failure_threshold=1, mode="disabled")

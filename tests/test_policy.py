@@ -20,6 +20,8 @@ from breaker._policy import (
     JSON_KEYS,
     MAX_COUNT,
     MAX_SECONDS,
+    did_you_mean,
+    read_document,
 )
 
 from .strategies import policies
@@ -314,7 +316,69 @@ class TestJSON:
         ],
     )
     def test_mode_until_reads_rfc_3339(self, text: str, utc: datetime) -> None:
-        assert Policy.from_dict({"modeUntil": text}).mode_until == utc
+        assert Policy.from_dict({"mode": "shadow", "modeUntil": text}).mode_until == utc
+
+    def test_a_mode_until_names_its_mode_in_the_same_document(self) -> None:
+        # A mode and its end come from one layer: an end alone would silently shadow a
+        # service-wide mode for this breaker.
+        with pytest.raises(PolicyError, match="modeUntil: set without mode") as info:
+            Policy.from_dict({"modeUntil": "2026-11-29T14:00:00Z"})
+        assert info.value.key == "modeUntil"
+        until = datetime(2026, 11, 29, 14, tzinfo=timezone.utc)
+        assert Policy(mode_until=until).to_dict()["mode"] == "auto"  # round-trips
+
+    def test_reading_a_document_collects_every_error_with_its_key(self) -> None:
+        fields, errors, unknown = read_document(
+            {
+                "failureThreshold": -1,
+                "openStateTimeout": "1m",
+                "maxOpenStateTimeout": "30s",
+                "mode": "off",
+                "openStateTimout": "1m",
+                "successThreshold": 2,
+            }
+        )
+        assert fields == {
+            "open_state_timeout": 60.0,
+            "max_open_state_timeout": 30.0,
+            "success_threshold": 2,
+        }
+        assert [(e.key, str(e)) for e in errors] == [
+            ("failureThreshold", "failureThreshold: expected an integer from 0 to 1000000, got -1"),
+            (
+                "mode",
+                "mode: expected one of 'auto', 'forced-open', 'disabled', 'shadow', got "
+                "the string 'off'",
+            ),
+            (
+                "maxOpenStateTimeout",
+                "maxOpenStateTimeout: 30s is shorter than the open state timeout (1m0s)",
+            ),
+        ]
+        assert unknown == ["openStateTimout"]
+        assert [e.key for e in read_document([])[1]] == [None]
+
+    def test_a_rule_between_keys_waits_for_both_keys(self) -> None:
+        # Alone, a document setting one side of a rule is not judged by it: the layer
+        # below may supply the other side (a failure rate, a shorter open period).
+        assert read_document({"failureThreshold": 0})[1] == []
+        assert read_document({"maxOpenStateTimeout": "1s"})[1] == []
+        assert [e.key for e in read_document({"failureThreshold": 0, "failureRate": None})[1]] == [
+            "failureThreshold"
+        ]
+
+    def test_unknown_keys_are_named_with_what_they_likely_meant(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        assert did_you_mean("openStateTimout") == " (did you mean 'openStateTimeout'?)"
+        assert did_you_mean("owner") == ""
+        assert did_you_mean("x" * 100) == ""
+        with caplog.at_level(logging.WARNING, logger="breaker"):
+            Policy.from_json('{"failureTreshold": 3, "owner": "sre"}')
+        assert caplog.records[0].getMessage() == (
+            "ignoring unknown policy keys: 'failureTreshold' (did you mean 'failureThreshold'?), "
+            "'owner'"
+        )
 
     def test_unknown_keys_are_one_warning_with_a_bounded_sample(
         self, caplog: pytest.LogCaptureFixture

@@ -8,12 +8,13 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import pytest
 
 import breaker
-from breaker import BreakerOpenError, Config, MemoryCoord, Policy, State, StateChange
+from breaker import BreakerOpenError, Config, MemoryCoord, Policy, State, StateChange, _layers
 from breaker.testing import FakeClock
 
 from .helpers import PREFIX, Boom, fail
@@ -397,7 +398,8 @@ class TestHostileDocuments:
             put(coord, "good", failureThreshold=3)
             assert provider.policy("good").failure_threshold == 3
             assert provider.policy("evil") == provider.default_policy
-            assert provider.invalid_documents == 1
+            assert provider.rejected_documents == 1
+            assert list(provider.invalid_documents) == ["evil"]
         assert f"{PREFIX}evil.json" in caplog.text
 
     def test_any_error_while_parsing_is_logged_with_its_key_and_contained(
@@ -408,14 +410,14 @@ class TestHostileDocuments:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         put(coord, "evil", failureThreshold=4)
-        real = Policy.from_dict
+        real = _layers.judge
 
-        def from_dict(data: object, **kwargs: object) -> Policy:
-            if "evil" in str(kwargs.get("source")):
+        def judge(raw: bytes) -> _layers.Document:
+            if raw == b'{"failureThreshold": 5}':
                 raise MemoryError("a bug we did not foresee")
-            return real(data, **kwargs)  # type: ignore[arg-type]
+            return real(raw)
 
-        monkeypatch.setattr(Policy, "from_dict", from_dict)
+        monkeypatch.setattr(_layers, "judge", judge)
         coord.put_many(
             {PREFIX + "evil.json": '{"failureThreshold": 5}', PREFIX + "good.json": "{}"}
         )
@@ -456,13 +458,20 @@ class TestServiceDefault:
         assert provider.policy("payments").failure_threshold == 9
         assert "keeping the last good service default" in caplog.text
 
-    def test_a_document_that_conflicts_with_a_new_default_keeps_its_last_good_policy(
+    def test_a_document_that_does_not_fit_a_new_default_runs_on_the_new_default(
         self, provider: breaker.Provider, coord: MemoryCoord
     ) -> None:
         put(coord, "payments", maxOpenStateTimeout="20s")  # fine over a 10 s timeout
         put(coord, "_default", openStateTimeout="1m")  # now shorter than the timeout
-        assert provider.policy("payments").max_open_state_timeout == 20
-        assert provider.policy("payments").open_state_timeout == 10
+        # Never its last good combination, which would hold a stale service default.
+        assert provider.policy("payments") == provider.default_policy
+        assert provider.policy("payments").open_state_timeout == 60
+        assert provider.invalid_documents == {
+            "payments": (
+                "on top of _default.json: maxOpenStateTimeout: 20s is shorter than the open "
+                "state timeout (1m0s)",
+            )
+        }
 
 
 class TestStatus:
@@ -478,7 +487,7 @@ class TestStatus:
         assert status["service"] == "checkout"
         assert status["coord"]["up"] is True and status["coord"]["last_error"] is None
         assert status["coord"]["last_sync"].endswith("Z")
-        assert status["invalid_documents"] == 0
+        assert (status["rejected_documents"], status["invalid_documents"]) == (0, {})
         payments = status["breakers"]["payments"]
         assert payments["state"] == "open" and payments["mode"] == "auto"
         assert payments["policy"]["failureThreshold"] == 1
@@ -698,13 +707,13 @@ class TestReloadMemo:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         calls = []
-        real = Policy.from_dict
+        real = _layers.judge
 
-        def counting(data: object, **kwargs: object) -> Policy:
-            calls.append(kwargs.get("source"))
-            return real(data, **kwargs)  # type: ignore[arg-type]
+        def counting(raw: bytes) -> _layers.Document:
+            calls.append(raw)
+            return real(raw)
 
-        monkeypatch.setattr(Policy, "from_dict", counting)
+        monkeypatch.setattr(_layers, "judge", counting)
         template = '{"failureThreshold": 7}'
         odd = '{"failureThreshold": 7, "retries": 3}'  # an unknown key: warned about per key
         coord.put_many({PREFIX + f"host-{i}.json": template for i in range(50)})
@@ -712,7 +721,119 @@ class TestReloadMemo:
         assert {provider.policy(f"host-{i}").failure_threshold for i in range(50)} == {7}
         calls.clear()
         coord.put_many({PREFIX + f"odd-{i}.json": odd for i in range(3)})
-        assert len(calls) == 3
+        assert len(calls) == 1
         assert [
             r.getMessage().count("odd-") for r in caplog.records if "retries" in r.getMessage()
         ] == [1, 1, 1]
+
+
+class TestIssue17:
+    """Policy layers that cannot jam, seen from a live provider."""
+
+    @pytest.fixture
+    def provider(self, coord: MemoryCoord, clock: FakeClock) -> Iterator[breaker.Provider]:
+        with breaker.new(
+            Config("checkout", PREFIX),
+            coord=coord,
+            default_policy=Policy(failure_threshold=3, success_threshold=2, open_state_timeout=10),
+            clock=clock,
+            wall_clock=clock.wall,
+        ) as provider:
+            yield provider
+
+    def test_lifting_a_service_wide_kill_switch_reaches_a_document_that_no_longer_fits(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
+        put(coord, "payments", openStateTimeout="1m")
+        payments, search = provider.get_breaker("payments"), provider.get_breaker("search")
+        put(coord, "_default", mode="forced-open", openStateTimeout="10s")
+        assert payments.mode is search.mode is breaker.Mode.FORCED_OPEN
+        put(coord, "_default", openStateTimeout="10s", maxOpenStateTimeout="30s")
+        assert search.mode is breaker.Mode.AUTO
+        assert payments.mode is breaker.Mode.AUTO  # forced open forever, before
+        assert payments.policy == provider.default_policy
+        assert list(provider.invalid_documents) == ["payments"]
+        assert (
+            "on top of _default.json"
+            in provider.status()["invalid_documents"]["payments"]["problems"][0]["message"]
+        )
+
+    def test_a_kill_switch_set_while_the_wall_clock_is_behind_ends_on_time(
+        self, provider: breaker.Provider, coord: MemoryCoord, clock: FakeClock
+    ) -> None:
+        until = clock.datetime() + timedelta(minutes=15)
+        clock.step_wall(-86_400)  # a day behind when the switch is adopted
+        early = provider.get_breaker("early")
+        put(coord, "_default", mode="forced-open", modeUntil=until.isoformat())
+        clock.step_wall(86_400)  # NTP steps it right
+        late = provider.get_breaker("late")
+        with pytest.raises(BreakerOpenError) as info:
+            early.do(lambda: None)
+        assert info.value.retry_after == pytest.approx(900)  # not 87,300 s
+        clock.advance(16 * 60)
+        assert early.mode is late.mode is breaker.Mode.AUTO
+        assert early.retry_after == late.retry_after == 0
+
+    def test_an_expired_kill_switch_never_comes_back_when_the_wall_clock_steps_back(
+        self, provider: breaker.Provider, coord: MemoryCoord, clock: FakeClock
+    ) -> None:
+        until = clock.datetime() + timedelta(minutes=15)
+        put(coord, "payments", mode="forced-open", modeUntil=until.isoformat())
+        brk = provider.get_breaker("payments")
+        assert brk.mode is breaker.Mode.FORCED_OPEN
+        clock.advance(15 * 60 + 1)
+        assert brk.mode is breaker.Mode.AUTO
+        clock.step_wall(-600)
+        put(coord, "_default", failureThreshold=4)  # an unrelated edit re-layers everything
+        assert brk.mode is breaker.Mode.AUTO
+        assert brk.policy.failure_threshold == 4
+        provider._breakers.clear()  # a breaker created now gets the same fixed deadline
+        provider._idle.clear()
+        assert provider.get_breaker("payments").mode is breaker.Mode.AUTO
+
+    def test_a_closed_provider_says_its_coord_is_closed(self, coord: MemoryCoord) -> None:
+        provider = breaker.new(Config("s", PREFIX), coord=coord)
+        synced = provider.health().last_sync
+        provider.close()
+        health = provider.health()
+        assert (health.up, health.last_sync) == (False, synced)
+        assert "closed" in str(health.last_error)
+        coord_status = provider.status()["coord"]
+        assert coord_status["up"] is False and "closed" in coord_status["last_error"]
+
+    def test_status_lists_the_documents_invalid_now_beside_a_counter(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
+        coord.put(PREFIX + "payments.json", '{"failureThreshold": "many"}')
+        status = provider.status()
+        assert status["rejected_documents"] == 1
+        assert status["invalid_documents"] == {
+            "payments": {
+                "key": PREFIX + "payments.json",
+                "problems": [
+                    {
+                        "key": "failureThreshold",
+                        "message": "failureThreshold: expected an integer from 0 to 1000000, "
+                        "got the string 'many'",
+                    }
+                ],
+                "kept": "keeping the default policy",
+            }
+        }
+        put(coord, "payments", failureThreshold=2)
+        status = provider.status()
+        assert (status["rejected_documents"], status["invalid_documents"]) == (1, {})
+        assert provider.invalid_documents == {}
+
+    def test_explain_is_the_layers_answer(
+        self, provider: breaker.Provider, coord: MemoryCoord
+    ) -> None:
+        put(coord, "_default", successThreshold=4)
+        put(coord, "payments", failureThreshold=2)
+        found = provider.explain("payments")
+        assert found["policy"] == {
+            "failureThreshold": 2,
+            "successThreshold": 4,
+            "openStateTimeout": "10s",
+        }
+        assert [f["from"] for f in found["fields"][:3]] == ["payments", "_default", "built-in"]

@@ -1,4 +1,7 @@
-"""The JSON Schema of a policy document agrees with `Policy`: what one accepts, the other does.
+"""The JSON Schema of a policy document agrees with the layers' verdict on a document alone.
+
+That verdict (`breaker._layers.check_alone`) is what ``breaker validate`` prints: every
+value, the rules between keys over the built-in defaults, and no unknown key.
 
 The schema is more permissive than `Policy` in exactly four places that JSON Schema cannot
 express (its ``description`` lists them). `known_gap` recognises each one by the error
@@ -22,6 +25,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from breaker import Mode, Policy, PolicyError
+from breaker._layers import check_alone
 from breaker._policy import JSON_KEYS, MAX_COUNT, MAX_SECONDS
 
 from .strategies import policies
@@ -40,11 +44,10 @@ def schema_accepts(document: object) -> bool:
 
 
 def policy_error(document: object) -> PolicyError | None:
-    try:
-        Policy.from_dict(document)  # type: ignore[arg-type]
-    except PolicyError as exc:
-        return exc
-    return None
+    problems = check_alone(document)
+    if not problems:
+        return None
+    return PolicyError(problems[0].message, key=problems[0].key)
 
 
 def known_gap(document: Mapping[str, Any], error: PolicyError) -> tuple[str, dict[str, Any]] | None:
@@ -75,6 +78,7 @@ def known_gap(document: Mapping[str, Any], error: PolicyError) -> tuple[str, dic
     ):
         # The offset moves the instant out of years 1-9999: a comparison of two fields.
         repaired[key] = None
+        repaired.setdefault("mode", "forced-open")
         return "a modeUntil pushed out of years 1-9999 by its offset", repaired
     return None
 
@@ -101,10 +105,17 @@ def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
-def test_the_schema_names_every_policy_key_and_allows_unknown_ones() -> None:
+def test_the_schema_names_every_policy_key_and_refuses_unknown_ones() -> None:
     assert set(SCHEMA["properties"]) == set(JSON_KEYS)
-    assert "additionalProperties" not in SCHEMA
-    assert schema_accepts({"failureTreshold": 3, "owner": "payments-team"})
+    assert SCHEMA["additionalProperties"] is False
+    assert not schema_accepts({"failureTreshold": 3})
+    assert [p.key for p in check_alone({"failureTreshold": 3})] == ["failureTreshold"]
+
+
+def test_the_schema_needs_a_mode_beside_its_end() -> None:
+    assert SCHEMA["dependentRequired"] == {"modeUntil": ["mode"]}
+    assert_agree({"modeUntil": "2026-11-29T14:00:00Z"})
+    assert not schema_accepts({"modeUntil": None})
 
 
 def test_the_schema_ships_in_the_package_as_plain_ascii_json() -> None:
@@ -158,11 +169,11 @@ def test_the_patterns_stay_within_ecma_262() -> None:
             "maxOpenStateTimeout below openStateTimeout",
         ),
         (
-            {"modeUntil": "0001-01-01T00:30:00+01:00"},
+            {"mode": "shadow", "modeUntil": "0001-01-01T00:30:00+01:00"},
             "a modeUntil pushed out of years 1-9999 by its offset",
         ),
         (
-            {"modeUntil": "9999-12-31T23:30:00-01:00"},
+            {"mode": "shadow", "modeUntil": "9999-12-31T23:30:00-01:00"},
             "a modeUntil pushed out of years 1-9999 by its offset",
         ),
     ],
@@ -256,35 +267,35 @@ BOUNDARY_DOCUMENTS: list[object] = [
     {"mode": "FORCED-OPEN"},
     {"mode": None},
     {"modeUntil": None},
-    {"modeUntil": "2026-11-29T14:00:00Z"},
-    {"modeUntil": "2026-11-29t14:00:00z"},
-    {"modeUntil": "2026-11-29 14:00:00Z"},
-    {"modeUntil": "2026-11-29T14:00:00"},
-    {"modeUntil": "2026-11-29T14:00:00.123456789+05:30"},
-    {"modeUntil": "2026-11-29T14:00:00.1234567891Z"},
-    {"modeUntil": "2026-11-29T14:00:00.Z"},
-    {"modeUntil": "2026-11-29T24:00:00Z"},
-    {"modeUntil": "2026-11-29T14:60:00Z"},
-    {"modeUntil": "2026-11-29T14:00:60Z"},
-    {"modeUntil": "2026-11-29T14:00:00+24:00"},
-    {"modeUntil": "2026-11-29T14:00:00+23:59"},
-    {"modeUntil": "2026-11-29T14:00:00+05:60"},
-    {"modeUntil": "2026-11-31T14:00:00Z"},
-    {"modeUntil": "2026-02-29T14:00:00Z"},
-    {"modeUntil": "2024-02-29T14:00:00Z"},
-    {"modeUntil": "2100-02-29T14:00:00Z"},
-    {"modeUntil": "2000-02-29T14:00:00Z"},
-    {"modeUntil": "0400-02-29T14:00:00Z"},
-    {"modeUntil": "0000-01-01T00:00:00Z"},
-    {"modeUntil": "0001-01-01T00:00:00Z"},
-    {"modeUntil": "0001-01-01T01:00:00+01:00"},
-    {"modeUntil": "9999-12-31T23:59:59Z"},
-    {"modeUntil": "2026-13-01T00:00:00Z"},
-    {"modeUntil": "2026-00-01T00:00:00Z"},
-    {"modeUntil": "2026-11-00T00:00:00Z"},
-    {"modeUntil": "2026-11-29T14:00:00Z\n"},
-    {"modeUntil": "\uff12026-11-29T14:00:00Z"},
-    {"modeUntil": 1764424800},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29t14:00:00z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29 14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00.123456789+05:30"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00.1234567891Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00.Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T24:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:60:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:60Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00+24:00"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00+23:59"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00+05:60"},
+    {"mode": "forced-open", "modeUntil": "2026-11-31T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-02-29T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2024-02-29T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2100-02-29T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2000-02-29T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "0400-02-29T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "0000-01-01T00:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "0001-01-01T00:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "0001-01-01T01:00:00+01:00"},
+    {"mode": "forced-open", "modeUntil": "9999-12-31T23:59:59Z"},
+    {"mode": "forced-open", "modeUntil": "2026-13-01T00:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-00-01T00:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-00T00:00:00Z"},
+    {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00Z\n"},
+    {"mode": "forced-open", "modeUntil": "\uff12026-11-29T14:00:00Z"},
+    {"mode": "forced-open", "modeUntil": 1764424800},
 ]
 
 

@@ -132,6 +132,7 @@ class Breaker:
         wall: Clock | None = None,
         notify: Notify = log_transition,
         host: Host | None = None,
+        mode_deadline: float | None = None,
     ) -> None:
         self._name = name
         self._clock = clock
@@ -152,7 +153,8 @@ class Breaker:
         self._mode_end: ModeEnd | None = None
         self._gone: ModeEnd | None = None  # the last mode that ended: it never comes back
         self._parked = False
-        self._adopt(policy)
+        # A provider's breaker leaves delivery to its provider, which holds a lock now.
+        self._adopt(policy, mode_deadline=mode_deadline, deliver=host is None)
 
     def __repr__(self) -> str:
         mode = "" if self._mode is _AUTO else f" mode={self._mode.value}"

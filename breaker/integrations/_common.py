@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
-from urllib.parse import unquote
 
+from breaker import _names
 from breaker._decorators import _FromDefault
 from breaker._engine import Guard
 from breaker._exceptions import BreakerOpenError
-from breaker._provider import Provider, policy_name
+from breaker._provider import Provider
 
 if TYPE_CHECKING:
     from breaker._engine import Breaker
@@ -28,31 +28,8 @@ def missing(integration: str, library: str, extra: str) -> ImportError:
 
 
 def check_name(name: object, what: str) -> str:
-    """Return ``name`` if it can name a breaker, whose policy is ``<policies_path><name>.json``.
-
-    Raise ValueError otherwise: a key holds no ``//`` and no ``.`` or ``..`` segment (an
-    HTTP layer would normalise it away), and Consul refuses leading or trailing spaces.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{what}: a breaker name must be a non-empty string, got {name!r}")
-    key = policy_name(name)
-    if (
-        not key
-        or key != key.strip()
-        or key.startswith("/")
-        or "//" in key
-        or _traverses(key)
-        or ("%" in key and _traverses(unquote(key)))
-    ):
-        raise ValueError(
-            f"{what}: {name!r} cannot name a breaker: its policy key would be invalid "
-            "(no '//', no '.' or '..' segment, no leading or trailing space)"
-        )
-    return name
-
-
-def _traverses(key: str) -> bool:
-    return any(part in (".", "..") for part in key.split("/"))
+    """Return ``name`` if it can name a breaker; raise ValueError saying the rule otherwise."""
+    return _names.check_name(name, what)
 
 
 def downstream_name(scheme: str, host: str, port: int | None) -> str:

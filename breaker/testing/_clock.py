@@ -37,6 +37,11 @@ class FakeClock:
         """Return `wall` as an aware UTC datetime (handy for ``modeUntil``)."""
         return datetime.fromtimestamp(self.wall(), timezone.utc)
 
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (negative: back), as NTP does; the clock stays put."""
+        with self._lock:
+            self._wall_start += seconds
+
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``."""
         if seconds < 0:

@@ -22,3 +22,13 @@ def test_it_never_goes_back() -> None:
     with pytest.raises(ValueError, match="never goes back"):
         clock.advance(-0.001)
     assert clock() == 1000.0
+
+
+def test_the_wall_clock_steps_either_way_and_the_monotonic_one_stays() -> None:
+    clock = FakeClock()
+    clock.step_wall(-600)
+    assert clock() == 1000.0
+    assert clock.datetime() == datetime(2025, 12, 31, 23, 50, tzinfo=timezone.utc)
+    clock.advance(60)
+    clock.step_wall(86_400)
+    assert clock.datetime() == datetime(2026, 1, 1, 23, 51, tzinfo=timezone.utc)
