@@ -38,13 +38,21 @@ class Mode(str, enum.Enum):
 
 
 class Outcome(str, enum.Enum):
-    """How a call through a breaker ended, as counted in `Stats`."""
+    """How a call through a breaker ended, as counted in `Stats`.
+
+    Failures of the downstream: ``failure``, ``slow``, ``timeout``. Rejections, calls that
+    never ran: ``rejected`` (the breaker was open), ``bulkhead_full`` (too many calls in
+    flight). Neither: ``success``, ``excluded`` (an error that means the downstream
+    answered), ``cancelled`` (ended by a BaseException).
+    """
 
     SUCCESS = "success"
     FAILURE = "failure"
     SLOW = "slow"
+    TIMEOUT = "timeout"
     EXCLUDED = "excluded"
     REJECTED = "rejected"
+    BULKHEAD_FULL = "bulkhead_full"
     CANCELLED = "cancelled"
 
     def __str__(self) -> str:
@@ -65,18 +73,21 @@ class StateChange:
 class Stats:
     """What a breaker counted since it was created.
 
-    ``calls`` maps each `Outcome` value to a count; every call has exactly one outcome
-    (``slow`` calls count as failures for the state machine; ``excluded`` errors as
-    successes; ``cancelled`` calls, ended by a BaseException, as neither).
-    ``transitions`` maps ``(old, new)`` state pairs to how often the breaker moved so.
+    ``calls`` maps each `Outcome` value to a count; every call that ended has exactly one
+    outcome (``slow`` and ``timeout`` calls count as failures for the state machine;
+    ``excluded`` errors as successes; ``cancelled`` calls, ended by a BaseException, as
+    neither). ``transitions`` maps ``(old, new)`` state pairs to how often the breaker
+    moved so. ``in_flight`` is how many admitted calls have not ended yet.
     """
 
     calls: Mapping[str, int]
     transitions: Mapping[tuple[str, str], int]
+    in_flight: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable form, transitions keyed ``"closed->open"``."""
         return {
             "calls": dict(self.calls),
             "transitions": {f"{old}->{new}": n for (old, new), n in self.transitions.items()},
+            "in_flight": self.in_flight,
         }

@@ -779,8 +779,10 @@ class TestModes:
             "success": 1,
             "failure": 2,
             "slow": 0,
+            "timeout": 0,
             "excluded": 0,
             "rejected": 2,
+            "bulkhead_full": 0,
             "cancelled": 0,
         }
 
@@ -811,12 +813,18 @@ class TestStats:
             "success": 1,
             "failure": 2,
             "slow": 0,
+            "timeout": 0,
             "excluded": 1,
             "rejected": 1,
+            "bulkhead_full": 0,
             "cancelled": 1,
         }
         assert stats.transitions == {("closed", "open"): 1}
-        assert stats.to_dict() == {"calls": stats.calls, "transitions": {"closed->open": 1}}
+        assert stats.to_dict() == {
+            "calls": stats.calls,
+            "transitions": {"closed->open": 1},
+            "in_flight": 0,
+        }
 
     def test_lock_free_counters_are_exact_under_threads(self) -> None:
         brk = Breaker("p", Policy(), clock=time.monotonic)

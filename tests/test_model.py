@@ -114,7 +114,9 @@ class Model(RuleBasedStateMachine):
         self.mode = "auto"
         self.transitions: list[tuple[State, State]] = []
         self.stats = dict.fromkeys(
-            ["success", "failure", "slow", "excluded", "rejected", "cancelled"], 0
+            ["success", "failure", "slow", "timeout", "excluded", "rejected"]
+            + ["bulkhead_full", "cancelled"],
+            0,
         )
         self.in_flight: list[tuple[Guard, Call]] = []
 

@@ -204,8 +204,10 @@ class Breaker:
             "success": self._ok,
             "failure": self._n_failure,
             "slow": self._n_slow,
+            "timeout": 0,
             "excluded": self._n_excluded,
             "rejected": self._n_rejected,
+            "bulkhead_full": 0,
             "cancelled": self._n_cancelled,
         }
         with self._lock:

@@ -435,8 +435,10 @@ def test_async_success_failure_and_rejection(backend: Backend, provider: breaker
         "success": 1,
         "failure": 3,
         "slow": 0,
+        "timeout": 0,
         "excluded": 0,
         "rejected": 1,
+        "bulkhead_full": 0,
         "cancelled": 0,
     }
 
