@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import breaker
-from breaker import BreakerOpenError, Guard, MemoryCoord, Policy, State
+from breaker import BreakerOpenError, Guard, MemoryCoord, Outcome, Policy, State
 from breaker.testing import FakeClock
 
 from .helpers import PREFIX, Abort, Boom, NotFound
@@ -113,11 +113,7 @@ class Model(RuleBasedStateMachine):
         self.window: Window | None = None
         self.mode = "auto"
         self.transitions: list[tuple[State, State]] = []
-        self.stats = dict.fromkeys(
-            ["success", "failure", "slow", "timeout", "excluded", "rejected"]
-            + ["bulkhead_full", "cancelled"],
-            0,
-        )
+        self.stats = {outcome.value: 0 for outcome in Outcome}
         self.in_flight: list[tuple[Guard, Call]] = []
 
         def body(kind: str) -> str:
