@@ -18,7 +18,7 @@ import pytest
 import breaker
 from breaker.coord import Snapshot
 from breaker.coord.consul import _coord
-from breaker.testing import ConsulServer
+from breaker.testing import ConsulServer, FaultProxy
 
 from .helpers import PREFIX, save_coverage
 
@@ -142,6 +142,45 @@ def test_a_forked_child_watches_on_its_own_and_leaves_the_parent_alone(
         assert watch.health().up
         coord.close()
     assert caplog.records == []  # the parent's query was never broken, nor anything logged
+    to_parent.close()
+    to_child.close()
+
+
+def test_parent_and_child_hold_one_connection_each(server: ConsulServer) -> None:
+    """Issue 21: one connection per process, the start-up read's included, across fork."""
+    with FaultProxy(server.addr) as proxy:
+        coord = breaker.ConsulCoord(proxy.addr, wait=30, timeout=2)
+        to_parent, to_child = Pipe(), Pipe()
+        parent = os.getpid()
+
+        def on_change(snapshot: Snapshot) -> None:
+            if os.getpid() != parent:
+                to_parent.send("snapshot")
+
+        assert coord.load(PREFIX) == {KEY: doc(1)}  # what a provider does at start-up ...
+        coord.watch(PREFIX, on_change)  # ... then its watch
+        wait_until(lambda: queries_on(server, server.index) == 1)
+        assert proxy.open_connections == 1  # before: 2, the start-up read's kept idle
+
+        pid = fork()
+        if pid == 0:
+            code = 1
+            try:
+                if to_child.receive() == "close":
+                    coord.close()
+                    code = 0
+            finally:
+                save_coverage()
+                os._exit(code)
+        try:
+            assert to_parent.receive() == "snapshot"  # the child's watch read from 0
+            wait_until(lambda: queries_on(server, server.index) == 2)
+            assert (proxy.accepted, proxy.open_connections) == (2, 2)  # one per process
+            to_child.send("close")
+        finally:
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        coord.close()
     to_parent.close()
     to_child.close()
 
