@@ -415,6 +415,11 @@ class TestReadListing:
             read_listing(
                 200, {"X-Consul-Index": "101"}, json.dumps(body), PREFIX, first, trust_indexes=True
             )
+        twice = [body[0], body[0], body[2]]  # the same length, a key listed twice
+        with pytest.raises(CoordError, match="listed twice"):
+            read_listing(
+                200, {"X-Consul-Index": "101"}, json.dumps(twice), PREFIX, first, trust_indexes=True
+            )
         del body[1]["ModifyIndex"]  # missing counts as 0, as before
         listing = read_listing(
             200, {"X-Consul-Index": "101"}, json.dumps(body), PREFIX, first, trust_indexes=True

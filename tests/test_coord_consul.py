@@ -26,6 +26,7 @@ import breaker
 from breaker import Config, CoordError, Policy
 from breaker.coord import Snapshot
 from breaker.coord.consul import _transport
+from breaker.coord.consul._adapter import ConsulKV
 from breaker.testing import ACLRule, ConsulServer, FakeClock, FaultProxy
 
 from .helpers import PREFIX, TLS, FakeSleep, Impostor, acl_server, tls_server_context
@@ -533,6 +534,9 @@ class TestMalformedAnswers:
             coord = breaker.ConsulCoord(impostor.addr, timeout=2)
             with pytest.raises(CoordError, match="expected a KV entry"):
                 coord.get(KEY)
+            impostor.answer(200, b'[{"Key": "k", "Value": null, "ModifyIndex": "7"}]', self.INDEX)
+            with pytest.raises(CoordError, match="bad Value or ModifyIndex for 'k'"):
+                coord.get(KEY)
             coord.close()
 
     def test_writes_answered_with_neither_true_nor_false(self) -> None:
@@ -580,8 +584,10 @@ class TestTLS:
             consul.answer(200, listing((KEY, doc(2), 7)), {"X-Consul-Index": "7"})
             coord = breaker.ConsulCoord("https://" + consul.addr, timeout=2, **MUTUAL_TLS)
             assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+            channel = ConsulKV(coord._transport.channel(), timeout=2)  # as a watch reads
+            assert channel.list(PREFIX, read_timeout=2).values == {KEY: doc(2).encode()}
             coord.close()
-        assert [cn for _, _, cn in consul.requests] == ["breaker-test-client"]
+        assert [cn for _, _, cn in consul.requests] == ["breaker-test-client"] * 2
 
     def test_a_certificate_from_an_unknown_ca_is_refused_and_said_so(self) -> None:
         with Impostor(tls=tls_server_context()) as consul:
@@ -917,6 +923,26 @@ class TestTokenFile:
             coord.close()
         problems = [r for r in caplog.records if "cannot read the Consul token file" in r.message]
         assert len(problems) == 1
+
+    def test_a_file_still_holding_the_refused_token_changes_nothing(
+        self, tmp_path: pathlib.Path
+    ) -> None:
+        token_file = tmp_path / "token"
+        token_file.write_text(self.OLD)
+        clock = FakeClock()
+        with acl_server({self.NEW: self.RULES}, keys={KEY: doc(2)}) as server:
+            coord = coord_for(server, token_file=str(token_file), clock=clock)
+            clock.advance(10)
+            with pytest.raises(CoordError, match="403"):
+                coord.load(PREFIX)  # read again: the same token, so no second request
+            assert len(server.requests_log) == 1
+            transport = coord._transport
+            token_file.write_text(self.NEW)
+            clock.advance(10)
+            assert transport._reread_token(self.OLD)  # another thread's 403 ...
+            assert transport._reread_token(self.OLD)  # ... finds the new token already read
+            assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+            coord.close()
 
     def test_an_explicit_token_is_never_replaced(self, tmp_path: pathlib.Path) -> None:
         token_file = tmp_path / "token"

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from breaker.testing._server import ConsulServer
+from breaker.testing._server import ACLRule, ConsulServer
 from tests.testing_server.helpers import fetch, in_background, index_of
 
 CE_NS = 'Invalid query parameter: "ns" - Namespaces are a Consul Enterprise feature'
@@ -132,3 +132,24 @@ class TestEnterprise:
         woken = fetch(kv + f"cfg/?recurse&ns=team-a&index={index_of(first)}&wait=5s")
         assert listed(woken) == [("cfg/k", b"a2", "default", "team-a")]
         assert index_of(woken) == index_of(first) + 2
+
+    def test_acls_and_locks_in_a_namespace(self, http: requests.Session) -> None:
+        tokens = {"reader": [ACLRule("cfg/", "read"), ACLRule("cfg/secret", "deny")]}
+        with ConsulServer(jitter=False, enterprise=True, acl_tokens=tokens) as server:
+            kv = server.url + "/v1/kv/"
+            for key in ("cfg/a", "cfg/secret"):
+                assert http.put(kv + key + "?ns=team-a", data="v").json() is True
+            reader = {"X-Consul-Token": "reader"}
+            answer = http.get(kv + "cfg/?recurse&ns=team-a", headers=reader)
+            assert [key for key, *_ in listed(answer)] == ["cfg/a"]
+            assert answer.headers["X-Consul-Results-Filtered-By-Acls"] == "true"
+            before = server.index
+            refused = http.put(kv + "cfg/a?ns=team-a&release=s1", data="v")
+            assert refused.json() is False and server.index == before + 1
+            server.set_acl_token("reader", None)
+            assert http.get(kv + "cfg/a?ns=team-a", headers=reader).status_code == 403
+
+
+def test_tokens_need_acls_on(consul_server: ConsulServer) -> None:
+    with pytest.raises(ValueError, match="ACLs are off"):
+        consul_server.set_acl_token("t", [])

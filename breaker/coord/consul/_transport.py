@@ -210,9 +210,7 @@ class _Current(threading.local):
     channel: Channel | None = None
 
 
-def _tracking_pools(
-    socks: _Sockets, current: _Current, unix_socket: str | None
-) -> dict[str, type]:
+def _tracking_pools(socks: _Sockets, current: _Current, unix_socket: str | None) -> dict[str, type]:
     """Return urllib3 pool classes whose connections register their sockets in ``socks``
     and with the channel of the request that uses them (``current``, per thread)."""
 
@@ -274,8 +272,8 @@ class Transport:
 
     One pool of connections serves every caller (a process holds one connection to the
     agent while nothing else runs): `channel` gives a caller requests it can cut alone.
-    `cut` may be called from any thread and ends every request in flight; `close` also
-    releases the pooled connections; `release` is for a forked child (see
+    `close` may be called from any thread: it ends every request in flight and releases
+    the pooled connections; `release` is for a forked child (see
     `_Sockets.release`). With a token file, a 403 makes the transport read the file again
     (at most once per ``token_reread`` seconds of ``clock``) and retry once with a token
     that changed.
@@ -318,11 +316,6 @@ class Transport:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._closed = False
-
-    @property
-    def token(self) -> str | None:
-        """Return the token requests carry now (it changes when a token file is re-read)."""
-        return self._token
 
     def channel(self) -> Channel:
         """Return a channel: requests over the shared connections that can be cut alone."""
@@ -441,12 +434,11 @@ class Transport:
         _log.info("Consul refused the ACL token; using the new token in %s", path)
         return True
 
-    def cut(self) -> None:
-        """End every request in flight and any later one; safe from any thread."""
-        self._socks.cut_all()
-
     def close(self) -> None:
-        """Cut requests and release the pooled connections; idempotent."""
+        """End every request in flight and any later one, release the connections; idempotent.
+
+        Safe from any thread.
+        """
         self._socks.cut_all()
         if not self._closed:
             self._closed = True
