@@ -438,10 +438,13 @@ class TestReadListing:
     def test_reading_changes_reads_what_reading_everything_reads(
         self, before: dict[str, tuple[bytes, int]], after: dict[str, tuple[bytes, int]]
     ) -> None:
-        # One history: a (key, ModifyIndex) pair names one value.
+        # One history: a (key, ModifyIndex) pair names one value, and whatever was written
+        # after the known listing (index 50) has a ModifyIndex above 50.
         after = {
-            k: (before[k][0] if before.get(k, (b"", 0))[1] == i else v, i)
-            for k, (v, i) in after.items()
+            key: (before[key][0], index)
+            if before.get(key, (b"", 0))[1] == index
+            else (v, 50 + index)
+            for key, (v, index) in after.items()
         }
         known = read(before, 50, None, trust=False)
         fast = read(after, 60, known, trust=True)

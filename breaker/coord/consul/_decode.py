@@ -153,26 +153,49 @@ def read_listing(
 
 
 def _read_changes(index: int, data: list[Any], known: Listing) -> Listing:
-    keys: Sequence[str] = list(map(_KEY, data))
     indexes = list(map(_MODIFY_INDEX, data))
-    values: dict[str, bytes]
-    if keys == known.keys:
-        if indexes == known.indexes:
+    if len(indexes) == len(known.indexes):
+        # As many keys as before. A key added since has a ModifyIndex above known.index,
+        # so it sits where known had another key with a lower one: where no ModifyIndex
+        # moved, no key changed either, and every moved one is checked below.
+        moved: list[int] = []
+        _differences(indexes, known.indexes, 0, len(indexes), moved)
+        if not moved:
             return Listing(index, known.keys, known.indexes, known.values)
-        changed = compress(range(len(keys)), map(operator.ne, indexes, known.indexes))
-        values = dict(known.values)
         keys = known.keys
-    else:
-        before = dict(zip(known.keys, known.indexes, strict=True))
-        was = map(before.get, keys, repeat(_ABSENT))
-        changed = compress(range(len(keys)), map(operator.ne, indexes, was))
-        values = dict(zip(keys, map(known.values.get, keys, repeat(b"")), strict=True))
-        if len(values) != len(keys):
-            raise KeyError("a key listed twice")
+        if all(data[p]["Key"] == keys[p] for p in moved):
+            values = dict(known.values)
+            for position in moved:
+                key, _, value = _decode_raw(data[position])
+                values[key] = value
+            return Listing(index, keys, indexes, values)
+    new_keys = list(map(_KEY, data))
+    before = dict(zip(known.keys, known.indexes, strict=True))
+    was = map(before.get, new_keys, repeat(_ABSENT))
+    changed = compress(range(len(new_keys)), map(operator.ne, indexes, was))
+    values = dict(zip(new_keys, map(known.values.get, new_keys, repeat(b"")), strict=True))
+    if len(values) != len(new_keys):
+        raise KeyError("a key listed twice")
     for position in changed:
         key, _, value = _decode_raw(data[position])
         values[key] = value
-    return Listing(index, keys, indexes, values)
+    return Listing(index, new_keys, indexes, values)
+
+
+def _differences(new: list[int], old: Sequence[int], lo: int, hi: int, out: list[int]) -> None:
+    """Append to ``out`` the positions in [lo, hi) where ``new`` and ``old`` differ.
+
+    Halves are compared as slices (a C loop) and only unequal ones are looked into, so a
+    few changes among many entries cost about one pass of comparisons.
+    """
+    if new[lo:hi] == old[lo:hi]:
+        return
+    if hi - lo <= 16:
+        out.extend(p for p in range(lo, hi) if new[p] != old[p])
+        return
+    middle = (lo + hi) // 2
+    _differences(new, old, lo, middle, out)
+    _differences(new, old, middle, hi, out)
 
 
 def _read_all(index: int, data: list[Any], known: Listing | None) -> Listing:
