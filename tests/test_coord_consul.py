@@ -842,9 +842,11 @@ class TestHealthFromTheStart:
         self, consul_server: ConsulServer
     ) -> None:
         consul_server.put(KEY, doc(2))
-        consul_server.fail_next(1)
+        consul_server.fail_next(1)  # the load fails ...
+        consul_server.hang_next(1)  # ... and the watch's first read gets no answer
         with new(consul_server) as p:
             assert not p.health().up
+            consul_server.hang(False)  # the held read is dropped; the next one answers
             eventually(lambda: p.health().up)
 
     def test_an_old_load_does_not_seed_a_watch(self, consul_server: ConsulServer) -> None:
