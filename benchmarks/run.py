@@ -326,6 +326,12 @@ def propagation(report: Report, smoke: bool) -> None:
     report.target("propagation p99 <= 50 ms on loopback", ms(worst_p99), worst_p99 <= 0.05)
 
 
+def change_cost(report: Report, smoke: bool) -> None:
+    import change  # benchmarks/change.py
+
+    change.section(report, smoke)
+
+
 # -- 5: scale ---------------------------------------------------------------------------------
 
 
@@ -637,7 +643,7 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="sections: paths threads tasks propagation scale import",
+        help="sections: paths threads tasks propagation change scale import",
     )
     args = parser.parse_args()
     logging.getLogger("breaker").setLevel(logging.ERROR)
@@ -647,6 +653,7 @@ def main() -> None:
         "threads": threads,
         "tasks": tasks,
         "propagation": propagation,
+        "change": change_cost,
         "scale": scale,
         "import": import_time,
     }

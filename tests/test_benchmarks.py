@@ -21,6 +21,7 @@ def test_benchmarks_run_in_smoke_mode() -> None:
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for section in ("Peers and floors", "Every way in", "Concurrency", "Propagation", "Scale"):
+    sections = ("Peers and floors", "Every way in", "Concurrency", "Propagation", "Scale")
+    for section in (*sections, "Per-change cost"):
         assert f"== {section}" in result.stdout
     assert "== Targets" in result.stdout

@@ -38,7 +38,7 @@ class TestAddress:
 
     @pytest.mark.parametrize(
         "addr",
-        ["unix:///var/run/consul.sock", "ftp://x:1", "http://", "host:port", ":8500", "http://:1"],
+        ["unix://", "ftp://x:1", "http://", "host:port", ":8500", "http://:1"],
     )
     def test_bad_addresses_say_why(self, addr: str) -> None:
         with pytest.raises(ValueError, match="Consul address"):
@@ -57,6 +57,88 @@ class TestAddress:
             == "https://c:8501"
         )
         assert resolve({"CONSUL_HTTP_SSL": "true"}, addr="c:1", ssl=False).base_url == "http://c:1"
+
+
+class TestIssue21Settings:
+    """What the consul CLI honours and the coord ignored: each from the environment, and
+    each explicit argument winning over it."""
+
+    @pytest.mark.parametrize(
+        ("env", "option", "field", "from_env", "explicit", "want"),
+        [
+            (
+                "CONSUL_TLS_SERVER_NAME",
+                "tls_server_name",
+                "tls_server_name",
+                "server.dc1.consul:8501",
+                "consul.internal",
+                ("server.dc1.consul", "consul.internal"),
+            ),
+            ("CONSUL_NAMESPACE", "namespace", "namespace", "team-a", "team-b", None),
+            ("CONSUL_PARTITION", "partition", "partition", "part-1", "part-2", None),
+            (
+                "CONSUL_HTTP_AUTH",
+                "http_auth",
+                "http_auth",
+                "ops:s3cr3t:with-colon",
+                "admin",
+                (("ops", "s3cr3t:with-colon"), ("admin", "")),
+            ),
+        ],
+    )
+    def test_from_the_environment_and_explicit_wins(
+        self,
+        env: str,
+        option: str,
+        field: str,
+        from_env: str,
+        explicit: str,
+        want: tuple[object, object] | None,
+    ) -> None:
+        expect_env, expect_explicit = want if want is not None else (from_env, explicit)
+        assert getattr(resolve({}), field) is None
+        assert getattr(resolve({env: from_env}), field) == expect_env
+        assert getattr(resolve({env: from_env}, **{option: explicit}), field) == expect_explicit
+
+    def test_namespace_and_partition_go_in_every_query(self) -> None:
+        assert resolve({}).query() == []
+        settings = resolve({"CONSUL_NAMESPACE": "team-a", "CONSUL_PARTITION": "p1"})
+        assert settings.query() == [("ns", "team-a"), ("partition", "p1")]
+
+    def test_the_auth_password_never_shows(self) -> None:
+        settings = resolve({"CONSUL_HTTP_AUTH": "ops:s3cr3t"})
+        assert "s3cr3t" not in repr(settings)
+        assert "'ops'" in repr(settings)
+
+    @pytest.mark.parametrize("name", ["[::1]:8501", "[::1]", "::1"])
+    def test_a_tls_server_name_loses_its_port_as_in_go(self, name: str) -> None:
+        assert resolve(tls_server_name=name).tls_server_name == "::1"
+
+    def test_unix_addresses(self) -> None:
+        settings = resolve({"CONSUL_HTTP_ADDR": "unix:///var/run/consul.sock"})
+        assert settings.unix_socket == "/var/run/consul.sock"
+        assert settings.address == "unix:///var/run/consul.sock"
+        assert settings.base_url == "http://localhost"
+        tcp = resolve({"CONSUL_HTTP_ADDR": "unix:///var/run/consul.sock"}, addr="c:1")
+        assert tcp.unix_socket is None and tcp.address == "http://c:1"
+        assert resolve(addr="unix:///tmp/a.sock").unix_socket == "/tmp/a.sock"
+        with pytest.raises(ValueError, match="TLS over a unix socket"):
+            resolve({"CONSUL_HTTP_SSL": "true"}, addr="unix:///tmp/a.sock")
+
+    def test_consistency(self) -> None:
+        assert resolve().consistency == "default"
+        assert resolve(consistency="stale").consistency == "stale"
+        assert resolve(consistency="consistent").consistency == "consistent"
+        with pytest.raises(ValueError, match="consistency must be one of"):
+            resolve(consistency="eventual")
+
+    def test_the_token_file_is_kept_for_reading_again(self, tmp_path: pathlib.Path) -> None:
+        f = tmp_path / "token"
+        f.write_text("t1\n")
+        assert resolve({"CONSUL_HTTP_TOKEN_FILE": str(f)}).token_file == str(f)
+        assert resolve({}, token_file=str(f)).token_file == str(f)
+        assert resolve({"CONSUL_HTTP_TOKEN_FILE": str(f)}, token="x").token_file is None
+        assert resolve({"CONSUL_HTTP_TOKEN": "x"}).token_file is None
 
 
 class TestToken:
@@ -171,8 +253,13 @@ class TestOneRule:
         coord.close()
 
     def test_plugin_rejects_what_the_coord_rejects(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("CONSUL_HTTP_ADDR", "unix:///var/run/consul.sock")
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", "ftp://consul:8500")
         with pytest.raises(pytest.UsageError, match="unsupported scheme"):
+            pytest_plugin.agent_settings()
+
+    def test_plugin_says_it_needs_tcp(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", "unix:///var/run/consul.sock")
+        with pytest.raises(pytest.UsageError, match="unix socket"):
             pytest_plugin.agent_settings()
 
     def test_both_reach_an_agent_with_mutual_tls_from_the_environment_alone(
@@ -221,7 +308,12 @@ class TestOneDefinition:
             "ca_path",
             "client_cert",
             "client_key",
+            "tls_server_name",
+            "namespace",
+            "partition",
+            "http_auth",
             "datacenter",
+            "consistency",
         }
         options: ConsulOptions = {"token": "t", "datacenter": "dc2"}
         coord = breaker.ConsulCoord("c:1", **options)

@@ -8,9 +8,11 @@ embedded server, for what only real sockets show (a held read, keepalive, a rewr
 
 from __future__ import annotations
 
+import base64
 import heapq
 import itertools
 import json
+import logging
 import math
 import random
 import socket
@@ -28,10 +30,10 @@ from hypothesis import strategies as st
 import breaker
 from breaker import CoordError
 from breaker.coord import CoordHealth, Snapshot
-from breaker.coord.consul import ConsulSettings
+from breaker.coord.consul import ConsulSettings, _decode
 from breaker.coord.consul._adapter import ConsulKV
 from breaker.coord.consul._backoff import BACKOFF_CAP, BACKOFF_FIRST, GROWTH, backoff
-from breaker.coord.consul._decode import Listing, decode_listing
+from breaker.coord.consul._decode import Listing, read_listing
 from breaker.coord.consul._transport import Transport, keepalive_options
 from breaker.coord.consul._watch import HOLD, ConsulWatch, Timing
 from breaker.testing import ConsulServer, FakeClock, FaultProxy
@@ -107,7 +109,7 @@ class FakeConsul:
         As Consul's blockingquery.Query does when the state store is abandoned, a woken
         read answers with what it read before the restore.
         """
-        self._abandoned = Listing(self.index, dict(self.entries))
+        self._abandoned = Listing.of(self.index, self.entries)
         self.entries = dict(entries)
         self.index = index
         self._wake = True
@@ -150,7 +152,13 @@ class FakeConsul:
 
     # the Link
     def list(
-        self, prefix: str, *, index: int = 0, wait: float | None = None, read_timeout: float
+        self,
+        prefix: str,
+        *,
+        index: int = 0,
+        wait: float | None = None,
+        read_timeout: float,
+        known: Listing | None = None,
     ) -> Listing:
         start = self.clock()
         if start >= self.until:
@@ -188,7 +196,7 @@ class FakeConsul:
         if self.clock() < self.t0 + self.leaderless_until:
             raise CoordError("HTTP 500: No cluster leader", condition="HTTP 500", status=500)
         if index > 0 and self.answer_early:
-            return Listing(index, dict(self.entries))
+            return Listing.of(index, self.entries)
         if index > 0:
             assert wait is not None
             end = min(ready + wait, deadline)
@@ -211,7 +219,7 @@ class FakeConsul:
                 return abandoned
         self._abandoned = None
         reported = self.index if self.reported_index is None else self.reported_index
-        return Listing(reported, dict(self.entries))
+        return Listing.of(reported, self.entries)
 
     def cut(self) -> None:
         pass
@@ -312,7 +320,138 @@ class TestTiming:
 
 
 def test_a_404_is_an_empty_prefix_not_an_error() -> None:
-    assert decode_listing(("42", None), {}, PREFIX) == Listing(42, {})
+    assert read_listing(404, {"X-Consul-Index": "42"}, "", PREFIX) == Listing(42)
+
+
+def answer(entries: dict[str, tuple[bytes, int]]) -> str:
+    """Return a recursive GET's body as Consul writes it (sorted by key)."""
+    return json.dumps(
+        [
+            {
+                "Key": key,
+                "Value": base64.b64encode(value).decode() if value else None,
+                "Flags": 0,
+                "LockIndex": 0,
+                "CreateIndex": index,
+                "ModifyIndex": index,
+            }
+            for key, (value, index) in sorted(entries.items())
+        ]
+    )
+
+
+def read(
+    entries: dict[str, tuple[bytes, int]], index: int, known: Listing | None, trust: bool
+) -> Listing:
+    body = answer(entries)
+    return read_listing(
+        200, {"X-Consul-Index": str(index)}, body, PREFIX, known, trust_indexes=trust
+    )
+
+
+class TestReadListing:
+    """Issue 21 gap 6: per change, the library decodes what changed and nothing else."""
+
+    def entries(self, n: int) -> dict[str, tuple[bytes, int]]:
+        return {f"{PREFIX}svc-{i:05d}.json": (doc(1 + i % 9), 10 + i) for i in range(n)}
+
+    def test_unchanged_entries_are_the_same_objects_and_only_the_change_is_decoded(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        entries = self.entries(1000)
+        first = read(entries, 2000, None, trust=False)
+        decoded: list[str] = []
+        real = _decode._decode_raw
+
+        def counting(entry: object) -> tuple[str, int, bytes]:
+            result = real(entry)
+            decoded.append(result[0])
+            return result
+
+        monkeypatch.setattr(_decode, "_decode_raw", counting)
+        changed_key = f"{PREFIX}svc-00500.json"
+        entries[changed_key] = (doc(42), 2001)
+        second = read(entries, 2001, first, trust=True)
+        assert decoded == [changed_key]
+        assert second.values[changed_key] == doc(42)
+        assert all(
+            second.values[key] is first.values[key] for key in first.keys if key != changed_key
+        )
+        assert not second.same_content(first)
+        decoded.clear()
+        third = read(entries, 2005, second, trust=True)  # nothing changed: nothing decoded
+        assert decoded == [] and third.values is second.values and third.same_content(second)
+
+    def test_keys_added_and_deleted(self) -> None:
+        entries = self.entries(50)
+        first = read(entries, 100, None, trust=False)
+        del entries[f"{PREFIX}svc-00003.json"]
+        entries[f"{PREFIX}new.json"] = (doc(5), 101)
+        second = read(entries, 101, first, trust=True)
+        assert second.entries == entries
+        kept = f"{PREFIX}svc-00004.json"
+        assert second.values[kept] is first.values[kept]
+
+    def test_a_re_sync_compares_values_but_keeps_equal_ones_identical(self) -> None:
+        entries = self.entries(20)
+        first = read(entries, 100, None, trust=False)
+        key = f"{PREFIX}svc-00007.json"
+        # A rebuilt cluster: the same key at the same ModifyIndex with another value.
+        entries[key] = (doc(99), entries[key][1])
+        resynced = read(entries, 30, first, trust=False)
+        assert resynced.values[key] == doc(99)
+        other = f"{PREFIX}svc-00008.json"
+        assert resynced.values[other] is first.values[other]
+        # A blocking answer whose index went back is not trusted either.
+        backwards = read(entries, 30, first, trust=True)
+        assert backwards.values[key] == doc(99)
+
+    def test_an_odd_entry_in_a_trusted_answer_gets_the_full_reading(self) -> None:
+        entries = self.entries(3)
+        first = read(entries, 100, None, trust=False)
+        body = json.loads(answer(entries))
+        body[1]["ModifyIndex"] = "7"
+        with pytest.raises(CoordError, match="bad Value or ModifyIndex"):
+            read_listing(
+                200, {"X-Consul-Index": "101"}, json.dumps(body), PREFIX, first, trust_indexes=True
+            )
+        twice = [body[0], body[0], body[2]]  # the same length, a key listed twice
+        with pytest.raises(CoordError, match="listed twice"):
+            read_listing(
+                200, {"X-Consul-Index": "101"}, json.dumps(twice), PREFIX, first, trust_indexes=True
+            )
+        del body[1]["ModifyIndex"]  # missing counts as 0, as before
+        listing = read_listing(
+            200, {"X-Consul-Index": "101"}, json.dumps(body), PREFIX, first, trust_indexes=True
+        )
+        assert listing.indexes[1] == 0
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        before=st.dictionaries(
+            st.sampled_from("abcdefgh"), st.tuples(st.binary(max_size=4), st.integers(1, 5))
+        ),
+        after=st.dictionaries(
+            st.sampled_from("abcdefgh"), st.tuples(st.binary(max_size=4), st.integers(1, 5))
+        ),
+    )
+    def test_reading_changes_reads_what_reading_everything_reads(
+        self, before: dict[str, tuple[bytes, int]], after: dict[str, tuple[bytes, int]]
+    ) -> None:
+        # One history: a (key, ModifyIndex) pair names one value, and whatever was written
+        # after the known listing (index 50) has a ModifyIndex above 50.
+        after = {
+            key: (before[key][0], index)
+            if before.get(key, (b"", 0))[1] == index
+            else (v, 50 + index)
+            for key, (v, index) in after.items()
+        }
+        known = read(before, 50, None, trust=False)
+        fast = read(after, 60, known, trust=True)
+        full = read(after, 60, None, trust=False)
+        assert fast.entries == full.entries
+        assert list(fast.keys) == list(full.keys)
+        assert fast.same_content(full) and full.same_content(fast)
 
 
 # -- the loop on a fake clock ----------------------------------------------------------
@@ -365,7 +504,12 @@ class TestLoop:
         assert final.last_sync is not None and final.last_sync >= WALL_OFFSET + 40
 
     def test_a_min_interval_of_0_turns_pacing_off(self, consul: FakeConsul) -> None:
-        consul.reported_index = 0  # every blocking read answers at once, as in that gap
+        writes = itertools.count(2)
+
+        def change_every_time(read: Read) -> None:
+            consul.put(KEY, doc(next(writes)))  # every read answers at once, with news
+
+        consul.fault = change_every_time
         consul.latency = 0.01
         consul.until = consul.clock() + 1
         run_watch(consul, attrs.evolve(PRODUCTION, min_interval=0))
@@ -441,13 +585,61 @@ class TestGaps:
         assert all(r.index < 501 for r in after)
         assert got.first_time(has(doc(2))) == 21
 
-    def test_an_index_of_0_counts_as_1_and_reads_stay_paced(self, consul: FakeConsul) -> None:
+    def test_index_0_for_a_minute_is_backed_off_with_one_warning(
+        self, consul: FakeConsul, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Issue 21: an agent (or proxy) that answers index 0 at once, for a whole minute."""
         consul.reported_index = 0
         consul.until = consul.clock() + 60
-        run_watch(consul)
-        assert [r.index for r in consul.reads[:3]] == [0, 1, 1]
-        assert len(consul.reads) <= 2 + 60 / PRODUCTION.min_interval + 1
+        with caplog.at_level(logging.INFO, logger="breaker"):
+            _, got = run_watch(consul)
+        assert [r.index for r in consul.reads[:4]] == [0, 1, 0, 1]  # 0 counts as 1
+        # Before: 10 reads a second, 600 in the minute. Now each blocking read that comes
+        # back at once is followed by a re-sync and a backoff that grows to the cap.
+        assert len(consul.reads) <= 2 * 12, len(consul.reads)
         assert_paced([r.start for r in consul.reads], PRODUCTION.min_interval)
+        ceilings = [min(BACKOFF_CAP, BACKOFF_FIRST * GROWTH**n) for n in range(len(consul.pauses))]
+        backoffs = [p for p in consul.pauses if p > PRODUCTION.min_interval]
+        assert backoffs and all(
+            c / 2 <= p <= c for p, c in zip(backoffs, ceilings, strict=False)
+        ), backoffs
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert "at once with nothing new (index 0)" in warnings[0].getMessage()
+        assert [t for t, _ in got.log] == [0]  # nothing changed: one delivery
+
+    def test_a_blocking_query_held_again_ends_the_backoff(
+        self, consul: FakeConsul, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        consul.answer_early = True
+        consul.at(20, lambda: setattr(consul, "answer_early", False))
+        consul.at(100, lambda: consul.put(KEY, doc(5)))
+        consul.until = consul.clock() + 200
+        with caplog.at_level(logging.INFO, logger="breaker"):
+            _, got = run_watch(consul)
+        assert got.first_time(has(doc(5))) == 100  # held again: a change arrives at once
+        assert "Consul holds blocking queries on" in caplog.text
+        late = [r for r in consul.reads if r.start > 60]
+        assert all(r.index > 0 for r in late) and len(late) <= 3
+
+    def test_an_answer_late_in_the_wait_re_syncs_without_backing_off(
+        self, consul: FakeConsul
+    ) -> None:
+        """An agent whose max_query_time is below our wait answers unchanged, not at once."""
+        consul.until = consul.clock() + 200
+        original = consul._answer
+
+        def clamped(start: float, index: int, wait: float | None, read_timeout: float) -> Listing:
+            if index > 0:
+                consul.advance_to(start + 40)  # max_query_time 40 s: back after 40 s
+                return Listing.of(index, consul.entries)
+            return original(start, index, wait, read_timeout)
+
+        consul._answer = clamped  # type: ignore[method-assign]
+        run_watch(consul)
+        blocking = [r for r in consul.reads if r.index > 0]
+        assert len(blocking) == 5 and all(r.end - r.start == 40 for r in blocking)
+        assert all(p <= PRODUCTION.min_interval for p in consul.pauses)  # never backed off
 
     def test_a_snapshot_restore_is_delivered_at_once(self, consul: FakeConsul) -> None:
         consul.index = 500
@@ -556,6 +748,20 @@ def assert_paced(starts: list[float], interval: float) -> None:
 # -- the real client through a fault proxy ---------------------------------------------
 
 
+class SleepUntil(FakeSleep):
+    """A `FakeSleep` that parks once the fake clock reaches ``until``."""
+
+    def __init__(self, clock: FakeClock, *, until: float) -> None:
+        super().__init__(clock)
+        self.until = until
+
+    def __call__(self, seconds: float, stop: threading.Event) -> bool:
+        if self.clock() + seconds >= self.until:
+            self.parked.set()
+            return stop.wait()
+        return super().__call__(seconds, stop)
+
+
 class Collect:
     """Collect a watch's snapshots; wait for one that satisfies a test."""
 
@@ -656,20 +862,25 @@ class TestGapsThroughAProxy:
         got.wait_for(has(doc(2)), timeout=5)  # before: only when the 55 s wait ran out
         coord.close()
 
-    def test_an_index_of_0_is_read_as_1_and_reads_stay_paced(
-        self, server: ConsulServer, proxy: FaultProxy
+    def test_index_0_for_a_minute_is_backed_off_with_one_warning(
+        self, server: ConsulServer, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
     ) -> None:
+        """Issue 21 through the proxy: every answer says index 0, for a simulated minute."""
         proxy.rewrite_header("X-Consul-Index", "0")
         clock = FakeClock()
-        sleep = FakeSleep(clock, park_after=50)
-        coord = breaker.ConsulCoord(proxy.addr, clock=clock, sleep=sleep)
-        coord.watch(PREFIX, Collect())
-        assert sleep.parked.wait(10)
+        sleep = SleepUntil(clock, until=clock() + 60)
+        with caplog.at_level(logging.WARNING, logger="breaker"):
+            coord = breaker.ConsulCoord(proxy.addr, clock=clock, sleep=sleep)
+            coord.watch(PREFIX, Collect())
+            assert sleep.parked.wait(10)
+            coord.close()
         reads = server.requests_log
-        assert [r.query.get("index") for r in reads] == [None] + ["1"] * (len(reads) - 1)
-        assert len(reads) == 2 + 50  # a burst of two, then one per pause
-        assert sleep.pauses == [pytest.approx(PRODUCTION.min_interval)] * 50  # 10 a second
-        coord.close()
+        assert [r.query.get("index") for r in reads[:4]] == [None, "1", None, "1"]
+        # Before: 10 reads a second, 600 in the minute.
+        assert len(reads) <= 2 * 12, len(reads)
+        assert max(sleep.pauses) > 10  # backed off towards the 30 s cap
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "(index 0)" in warnings[0], warnings
 
     @pytest.mark.skipif(not FaultProxy.can_sever(), reason="needs Linux and CAP_NET_ADMIN")
     def test_a_connection_that_vanished_is_noticed_by_keepalive(

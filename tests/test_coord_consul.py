@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import itertools
 import json
 import logging
+import pathlib
 import re
+import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -19,6 +25,8 @@ import pytest
 import breaker
 from breaker import Config, CoordError, Policy
 from breaker.coord import Snapshot
+from breaker.coord.consul import _transport
+from breaker.coord.consul._adapter import ConsulKV
 from breaker.testing import ACLRule, ConsulServer, FakeClock, FaultProxy
 
 from .helpers import PREFIX, TLS, FakeSleep, Impostor, acl_server, tls_server_context
@@ -466,9 +474,8 @@ class TestMalformedAnswers:
     INDEX: ClassVar[dict[str, str]] = {"X-Consul-Index": "3", "Content-Type": "application/json"}
 
     MALFORMED = "malformed answer from Consul"
-    # What the client library says of the last two differs: python-consul and py-consul
-    # decode the answer with their own code, and the coord quotes their errors.
-    FROM_THE_LIBRARY = re.escape(f"{MALFORMED} for /v1/kv/{PREFIX}: ")
+    # The coord reads listings itself and quotes the JSON parser's own words.
+    FROM_THE_PARSER = re.escape(f"{MALFORMED} for /v1/kv/{PREFIX}: ")
 
     @pytest.mark.parametrize(
         ("body", "headers", "pattern"),
@@ -480,10 +487,16 @@ class TestMalformedAnswers:
                 INDEX,
                 re.escape(f"{MALFORMED}: bad Value or ModifyIndex for 'k'"),
             ),
-            (b"<html>Welcome</html>", INDEX, FROM_THE_LIBRARY + ".*Expecting value"),
-            (b"[]", {}, FROM_THE_LIBRARY + "(?i:.*index)"),
+            (
+                b'[{"Key": "k", "Value": "not base64!", "ModifyIndex": 7}]',
+                INDEX,
+                re.escape(f"{MALFORMED}: a Value that is not base64 for 'k'"),
+            ),
+            (b'[{"Key": "k"}, {"Key": "k"}]', INDEX, re.escape(f"{MALFORMED}: 'k' listed twice")),
+            (b"<html>Welcome</html>", INDEX, FROM_THE_PARSER + ".*Expecting value"),
+            (b"[]", {}, re.escape("Consul answered without a usable X-Consul-Index (None)")),
         ],
-        ids=["object", "no-key", "string-index", "html", "no-index-header"],
+        ids=["object", "no-key", "string-index", "not-base64", "twice", "html", "no-index"],
     )
     def test_a_listing(self, body: bytes, headers: dict[str, str], pattern: str) -> None:
         with Impostor() as impostor:
@@ -520,6 +533,9 @@ class TestMalformedAnswers:
             impostor.answer(200, b'[{"Key": 5, "Value": null}]', self.INDEX)
             coord = breaker.ConsulCoord(impostor.addr, timeout=2)
             with pytest.raises(CoordError, match="expected a KV entry"):
+                coord.get(KEY)
+            impostor.answer(200, b'[{"Key": "k", "Value": null, "ModifyIndex": "7"}]', self.INDEX)
+            with pytest.raises(CoordError, match="bad Value or ModifyIndex for 'k'"):
                 coord.get(KEY)
             coord.close()
 
@@ -568,8 +584,10 @@ class TestTLS:
             consul.answer(200, listing((KEY, doc(2), 7)), {"X-Consul-Index": "7"})
             coord = breaker.ConsulCoord("https://" + consul.addr, timeout=2, **MUTUAL_TLS)
             assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+            channel = ConsulKV(coord._transport.channel(), timeout=2)  # as a watch reads
+            assert channel.list(PREFIX, read_timeout=2).values == {KEY: doc(2).encode()}
             coord.close()
-        assert [cn for _, _, cn in consul.requests] == ["breaker-test-client"]
+        assert [cn for _, _, cn in consul.requests] == ["breaker-test-client"] * 2
 
     def test_a_certificate_from_an_unknown_ca_is_refused_and_said_so(self) -> None:
         with Impostor(tls=tls_server_context()) as consul:
@@ -702,3 +720,349 @@ class TestLazyImport:
             breaker.coord.Consul  # type: ignore[attr-defined]  # noqa: B018
         assert "ConsulCoord" in dir(breaker.coord)
         assert breaker.coord.ConsulCoord is breaker.ConsulCoord
+
+
+# -- issue 21: one connection, a rotated token, the consul CLI's settings, health -------------
+
+
+class UnixRelay:
+    """Serve a unix socket in front of the stand-in's TCP port, counting connections."""
+
+    def __init__(self, path: str, upstream: tuple[str, int]) -> None:
+        self.path = path
+        self.upstream = upstream
+        self.accepted = 0
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(16)
+        self._listener.settimeout(0.05)
+        self._stopping = threading.Event()
+        self._socks: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted += 1
+            server = socket.create_connection(self.upstream)
+            self._socks += [client, server]
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def __enter__(self) -> UnixRelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._listener.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+class TestOneConnection:
+    """Issue 21 gap 2: the start-up read's connection is the watch's."""
+
+    def test_a_provider_holds_one_connection_to_the_agent(
+        self, consul_server: ConsulServer
+    ) -> None:
+        consul_server.put(KEY, doc(2))
+        with FaultProxy(consul_server.addr) as proxy:
+            coord = breaker.ConsulCoord(proxy.addr, wait=30, timeout=2)
+            with breaker.new(Config("checkout", "/" + PREFIX), coord=coord) as p:
+                eventually(lambda: blocking_requests(consul_server) >= 1)
+                consul_server.put(KEY, doc(3))
+                eventually(lambda: p.policy("payments").failure_threshold == 3)
+                eventually(lambda: blocking_requests(consul_server) >= 2)
+                assert (proxy.accepted, proxy.open_connections) == (1, 1)  # before: 2, 2
+        requests = consul_server.requests_log
+        assert "index" not in requests[0].query  # the start-up read ...
+        assert requests[1].query["index"] == str(consul_server.index - 1)  # ... then blocking
+
+    def test_a_read_beside_the_watch_takes_a_second_connection_and_ends_it_not(
+        self, consul_server: ConsulServer
+    ) -> None:
+        with FaultProxy(consul_server.addr) as proxy:
+            coord = breaker.ConsulCoord(proxy.addr, wait=30, timeout=2)
+            watch = coord.watch(PREFIX, lambda snapshot: None)
+            eventually(lambda: blocking_requests(consul_server) >= 1)
+            coord.put(KEY, doc(4))  # the CLI's kind of call, while the watch blocks
+            eventually(lambda: blocking_requests(consul_server) >= 2)
+            assert proxy.accepted == 2
+            watch.stop()  # cuts the watch's connection only
+            assert coord.get(KEY) == (doc(4).encode(), consul_server.index)
+            coord.close()
+
+
+class TestHealthFromTheStart:
+    """Issue 21 gap 5: up from the moment new() returns with a successful load."""
+
+    def test_a_watch_right_after_a_load_is_up_before_its_first_read(
+        self, consul_server: ConsulServer
+    ) -> None:
+        consul_server.put(KEY, doc(2))
+        coord = coord_for(consul_server)
+        before = time.time()
+        assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+        consul_server.hang(True)  # the watch's first read gets no answer
+        got: list[Snapshot] = []
+        watch = coord.watch(PREFIX, got.append)
+        health = watch.health()
+        assert health.up and health.last_error is None  # before: down until a read answered
+        assert health.last_sync is not None and health.last_sync >= before
+        eventually(lambda: got == [{KEY: doc(2).encode()}])  # still delivered first
+        consul_server.hang(False)
+        coord.close()
+
+    def test_new_is_up_at_once_and_its_watch_blocks_at_once(
+        self, consul_server: ConsulServer
+    ) -> None:
+        consul_server.put(KEY, doc(2))
+        with new(consul_server, wait=30) as p:
+            assert p.health().up
+            assert p.status()["coord"]["last_sync"] is not None
+            eventually(lambda: blocking_requests(consul_server) >= 1)
+        assert len(consul_server.requests_log) == 2  # one read, not two
+
+    def test_a_failed_load_leaves_the_watch_down_until_it_reads(
+        self, consul_server: ConsulServer
+    ) -> None:
+        consul_server.put(KEY, doc(2))
+        consul_server.fail_next(1)  # the load fails ...
+        consul_server.hang_next(1)  # ... and the watch's first read gets no answer
+        with new(consul_server) as p:
+            assert not p.health().up
+            consul_server.hang(False)  # the held read is dropped; the next one answers
+            eventually(lambda: p.health().up)
+
+    def test_an_old_load_does_not_seed_a_watch(self, consul_server: ConsulServer) -> None:
+        clock = FakeClock()
+        coord = coord_for(consul_server, clock=clock)
+        coord.load(PREFIX)
+        clock.advance(60)
+        consul_server.hang(True)
+        watch = coord.watch(PREFIX, lambda snapshot: None)
+        assert not watch.health().up
+        consul_server.hang(False)
+        coord.close()
+
+
+class TestTokenFile:
+    """Issue 21 gap 3: a rotated token file is read again after a 403."""
+
+    OLD = "0ld-t0ken-aaaa"
+    NEW = "n3w-t0ken-bbbb"
+    RULES = (ACLRule("config/", "read"),)
+
+    def test_the_watch_picks_up_the_rotated_token(
+        self,
+        tmp_path: pathlib.Path,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        token_file = tmp_path / "token"
+        token_file.write_text(self.OLD + "\n")
+        clock = FakeClock()
+        sleep = FakeSleep(clock)
+        reads: list[float] = []
+        read_token_file = _transport.read_token_file
+
+        def counting(path: str) -> str | None:
+            reads.append(clock())
+            return read_token_file(path)
+
+        monkeypatch.setattr(_transport, "read_token_file", counting)
+        with (
+            acl_server({self.OLD: self.RULES}, keys={KEY: doc(2)}) as server,
+            caplog.at_level(logging.INFO, logger="breaker"),
+            new(server, token_file=str(token_file), clock=clock, sleep=sleep) as p,
+        ):
+            assert p.policy("payments").failure_threshold == 2
+            eventually(lambda: blocking_requests(server) >= 1)
+            token_file.write_text(self.NEW + "\n")  # rotated, and the old token revoked
+            server.set_acl_token(self.NEW, self.RULES)
+            server.set_acl_token(self.OLD, None)
+            server.put(KEY, doc(3))  # wakes the blocking query: the next read gets a 403
+            eventually(lambda: p.policy("payments").failure_threshold == 3)
+            eventually(lambda: blocking_requests(server) >= 3)
+            server.put(KEY, doc(4))  # made after the old token was revoked
+            eventually(lambda: p.policy("payments").failure_threshold == 4)  # before: never
+            assert p.health().up
+        tokens = [r.headers.get("x-consul-token") for r in server.requests_log]
+        assert tokens[0] == self.OLD and tokens[-1] == self.NEW
+        assert reads and all(b - a >= _transport.TOKEN_REREAD for a, b in itertools.pairwise(reads))
+        assert reads[0] >= _transport.TOKEN_REREAD  # not at every 403
+        assert f"using the new token in {token_file}" in caplog.text
+        assert self.NEW not in caplog.text and self.OLD not in caplog.text
+
+    def test_a_token_file_gone_missing_keeps_the_token_and_says_so_once(
+        self, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        token_file = tmp_path / "token"
+        token_file.write_text(self.OLD)
+        clock = FakeClock()
+        with acl_server({self.NEW: self.RULES}, keys={KEY: doc(2)}) as server:
+            coord = coord_for(server, token_file=str(token_file), clock=clock)
+            token_file.unlink()
+            for _ in range(3):
+                clock.advance(10)
+                with pytest.raises(CoordError, match="403"):
+                    coord.load(PREFIX)
+            coord.close()
+        problems = [r for r in caplog.records if "cannot read the Consul token file" in r.message]
+        assert len(problems) == 1
+
+    def test_a_file_still_holding_the_refused_token_changes_nothing(
+        self, tmp_path: pathlib.Path
+    ) -> None:
+        token_file = tmp_path / "token"
+        token_file.write_text(self.OLD)
+        clock = FakeClock()
+        with acl_server({self.NEW: self.RULES}, keys={KEY: doc(2)}) as server:
+            coord = coord_for(server, token_file=str(token_file), clock=clock)
+            clock.advance(10)
+            with pytest.raises(CoordError, match="403"):
+                coord.load(PREFIX)  # read again: the same token, so no second request
+            assert len(server.requests_log) == 1
+            transport = coord._transport
+            token_file.write_text(self.NEW)
+            clock.advance(10)
+            assert transport._reread_token(self.OLD)  # another thread's 403 ...
+            assert transport._reread_token(self.OLD)  # ... finds the new token already read
+            assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+            coord.close()
+
+    def test_an_explicit_token_is_never_replaced(self, tmp_path: pathlib.Path) -> None:
+        token_file = tmp_path / "token"
+        token_file.write_text(self.NEW)
+        clock = FakeClock()
+        with acl_server({self.NEW: self.RULES}, keys={KEY: doc(2)}) as server:
+            coord = coord_for(server, token=self.OLD, token_file=str(token_file), clock=clock)
+            clock.advance(10)
+            with pytest.raises(CoordError, match="403"):
+                coord.load(PREFIX)
+            coord.close()
+
+
+class TestConsulCLISettings:
+    """Issue 21 gap 4: what the consul CLI honours, through the stand-in."""
+
+    def test_a_namespace_is_a_key_space_of_its_own_on_enterprise(self) -> None:
+        with ConsulServer(jitter=False, enterprise=True) as server:
+            team_a = coord_for(server, namespace="team-a", partition="p1")
+            default = coord_for(server)
+            team_a.put(KEY, doc(7))
+            default.put(KEY, doc(1))
+            got: list[Snapshot] = []
+            watch = team_a.watch(PREFIX, got.append)
+            eventually(lambda: got == [{KEY: doc(7).encode()}])
+            eventually(lambda: blocking_requests(server) >= 1)
+            default.put(KEY, doc(2))  # another space: not seen
+            team_a.put(KEY, doc(8))
+            eventually(lambda: got[-1] == {KEY: doc(8).encode()})
+            assert got == [{KEY: doc(7).encode()}, {KEY: doc(8).encode()}]
+            assert watch.health().up
+            assert default.load(PREFIX) == {KEY: doc(2).encode()}
+            team_a.close()
+            default.close()
+        sent = [r.query for r in server.requests_log if r.query.get("ns")]
+        assert sent and all(q["ns"] == "team-a" and q["partition"] == "p1" for q in sent)
+
+    def test_on_community_edition_a_namespace_is_refused_and_said_so(
+        self, consul_server: ConsulServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CONSUL_NAMESPACE", "team-a")
+        with pytest.raises(CoordError, match="Namespaces are a Consul Enterprise feature") as info:
+            new(consul_server, strict=True)
+        assert info.value.status == 400
+
+    def test_stale_reads_go_on_during_an_election(self, consul_server: ConsulServer) -> None:
+        consul_server.put(KEY, doc(2))
+        with new(consul_server, consistency="stale", wait=30, timeout=2) as p:
+            eventually(lambda: blocking_requests(consul_server) >= 1)
+            consul_server.begin_election()  # default reads would be held up to 7 s
+            consul_server.put(KEY, doc(3))
+            eventually(lambda: p.policy("payments").failure_threshold == 3, timeout=2)
+            consul_server.end_election()
+        assert all("stale" in r.query for r in consul_server.requests_log)
+
+    def test_consistent_reads_say_so(self, consul_server: ConsulServer) -> None:
+        coord = coord_for(consul_server, consistency="consistent")
+        coord.load(PREFIX)
+        coord.put(KEY, doc(2))  # writes carry no consistency mode
+        coord.close()
+        assert ["consistent" in r.query for r in consul_server.requests_log] == [True, False]
+
+    def test_http_auth_from_the_environment_and_explicit_wins(
+        self, consul_server: ConsulServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CONSUL_HTTP_AUTH", "env-user:env-pw")
+        for kwargs in ({}, {"http_auth": "ops:s3cr3t"}):
+            coord = coord_for(consul_server, **kwargs)
+            coord.load(PREFIX)
+            assert "s3cr3t" not in repr(coord) + repr(coord.settings)
+            coord.close()
+        basic = [r.headers.get("authorization") for r in consul_server.requests_log]
+        assert basic == [
+            "Basic " + base64.b64encode(b"env-user:env-pw").decode(),
+            "Basic " + base64.b64encode(b"ops:s3cr3t").decode(),
+        ]
+
+    @pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs unix sockets")
+    def test_a_unix_socket_address(self, consul_server: ConsulServer) -> None:
+        consul_server.put(KEY, doc(2))
+        # tmp_path may be longer than a unix socket address allows (108 bytes on Linux).
+        with (
+            tempfile.TemporaryDirectory(prefix="brk") as folder,
+            UnixRelay(folder + "/consul.sock", ("127.0.0.1", consul_server.port)) as relay,
+        ):
+            path = relay.path
+            coord = breaker.ConsulCoord("unix://" + path, wait=30, timeout=2)
+            assert coord.address == "unix://" + path
+            with breaker.new(Config("checkout", "/" + PREFIX), coord=coord) as p:
+                assert p.policy("payments").failure_threshold == 2
+                eventually(lambda: blocking_requests(consul_server) >= 1)
+                consul_server.put(KEY, doc(3))
+                eventually(lambda: p.policy("payments").failure_threshold == 3)
+                assert relay.accepted == 1
+        missing = breaker.ConsulCoord("unix:///nonexistent/consul.sock", timeout=1)
+        with pytest.raises(CoordError, match="cannot reach Consul at unix:///nonexistent"):
+            missing.load(PREFIX)
+        missing.close()
+
+    @pytest.mark.parametrize("how", ["argument", "environment", "argument over environment"])
+    def test_tls_server_name(self, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        seen: list[str | None] = []
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(TLS / "server-name.pem", TLS / "server-name-key.pem")
+        context.sni_callback = lambda sock, name, ctx: seen.append(name)  # type: ignore[assignment, misc]
+        kwargs: dict[str, object] = {"ca_file": str(TLS / "ca.pem"), "timeout": 2}
+        with Impostor(tls=context) as consul:
+            consul.answer(200, listing((KEY, doc(2), 7)), {"X-Consul-Index": "7"})
+            plain = breaker.ConsulCoord("https://" + consul.addr, **kwargs)  # type: ignore[arg-type]
+            with pytest.raises(CoordError, match=r"TLS error: .*CERTIFICATE_VERIFY_FAILED"):
+                plain.load(PREFIX)  # issued for server.dc1.consul, reached at 127.0.0.1
+            plain.close()
+            if how != "argument":
+                env = "server.dc1.consul" if how == "environment" else "wrong.dc1.consul"
+                monkeypatch.setenv("CONSUL_TLS_SERVER_NAME", env)
+            if how != "environment":
+                kwargs["tls_server_name"] = "server.dc1.consul:8501"
+            coord = breaker.ConsulCoord("https://" + consul.addr, **kwargs)  # type: ignore[arg-type]
+            assert coord.load(PREFIX) == {KEY: doc(2).encode()}
+            coord.close()
+        assert seen[-1] == "server.dc1.consul"

@@ -137,9 +137,15 @@ class ConsulHandle:
 def agent_settings() -> ConsulSettings:
     """Return the real agent's settings, resolved from the environment as `ConsulCoord` does."""
     try:
-        return ConsulSettings.resolve()
+        settings = ConsulSettings.resolve()
     except ValueError as exc:
         raise pytest.UsageError(f"{ADDR_ENV} and friends: {exc}") from None
+    if settings.unix_socket is not None:
+        raise pytest.UsageError(
+            f"{ADDR_ENV}={settings.address}: the test fixtures reach Consul over TCP, "
+            "not a unix socket"
+        )
+    return settings
 
 
 def _agent_url(addr: str) -> str:

@@ -13,8 +13,9 @@ import consul
 
 from breaker._duration import format_go_duration
 from breaker._exceptions import CoordError
-from breaker.coord.consul._decode import Listing, decode_entry, decode_listing
-from breaker.coord.consul._transport import Reply, Response, Transport
+from breaker.coord.consul._decode import Listing, decode_entry, read_listing
+from breaker.coord.consul._settings import ConsulSettings
+from breaker.coord.consul._transport import Channel, Reply, Response, Transport
 
 try:  # py-consul
     from consul.api.kv import KV as _KV
@@ -24,22 +25,33 @@ except ImportError:  # python-consul 1.1.0
 __all__ = ["ConsulKV"]
 
 Callback = Callable[[Response], Any]
+Sender = Transport | Channel
 
 
 class _Calls:
-    """Stand in for the ``http`` object python-consul calls, bound to one request's timeouts."""
+    """Stand in for the ``http`` object python-consul calls, bound to one request's timeouts.
 
-    def __init__(self, transport: Transport, timeout: float, read_timeout: float) -> None:
-        self._transport = transport
+    With ``reader``, answers are read by it instead of python-consul's callback.
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        timeout: float,
+        read_timeout: float,
+        reader: Callback | None = None,
+    ) -> None:
+        self._sender = sender
         self._timeout = timeout
         self._read_timeout = read_timeout
+        self._reader = reader
 
     def _send(
         self, method: str, callback: Callback, path: str, params: Any, data: Any, kw: Any
     ) -> Reply:
-        return self._transport.request(
+        return self._sender.request(
             method,
-            callback,
+            self._reader or callback,
             path,
             params,
             timeout=self._timeout,
@@ -63,11 +75,11 @@ class _Calls:
 class _Agent:
     """Stand in for the slice of a python-consul ``Consul`` object its KV endpoint reads."""
 
-    def __init__(self, http: _Calls, datacenter: str | None) -> None:
+    def __init__(self, http: _Calls, settings: ConsulSettings) -> None:
         self.http = http
         self.token = None  # the token travels in a header the transport adds
-        self.dc = datacenter
-        self.consistency = "default"
+        self.dc = settings.datacenter
+        self.consistency = settings.consistency
 
     # py-consul asks for the token's header; python-consul 1.1.0, which the measured test
     # run uses, never does (tasks.py runs the Consul tests on py-consul as well).
@@ -76,25 +88,51 @@ class _Agent:
 
 
 class ConsulKV:
-    """Run the KV operations breaker needs, each with the timeouts its caller chooses."""
+    """Run the KV operations breaker needs, each with the timeouts its caller chooses.
 
-    def __init__(self, transport: Transport, *, timeout: float) -> None:
-        self.transport = transport
+    ``sender`` is the transport, or a channel of it (requests its owner can cut alone).
+    """
+
+    def __init__(self, sender: Sender, *, timeout: float) -> None:
+        self.sender = sender
+        self.settings = sender.settings
         self.timeout = timeout
 
-    def _kv(self, read_timeout: float | None = None) -> Any:
-        calls = _Calls(self.transport, self.timeout, read_timeout or self.timeout)
-        return _KV(_Agent(calls, self.transport.settings.datacenter))
+    def _kv(self, read_timeout: float | None = None, reader: Callback | None = None) -> Any:
+        calls = _Calls(self.sender, self.timeout, read_timeout or self.timeout, reader)
+        return _KV(_Agent(calls, self.settings))
 
     def list(
-        self, prefix: str, *, index: int = 0, wait: float | None = None, read_timeout: float
+        self,
+        prefix: str,
+        *,
+        index: int = 0,
+        wait: float | None = None,
+        read_timeout: float,
+        known: Listing | None = None,
     ) -> Listing:
-        """Return every entry under ``prefix``; block while the index is ``index`` if > 0."""
+        """Return every entry under ``prefix``; block while the index is ``index`` if > 0.
+
+        ``known`` is the last listing of ``prefix``: what did not change is taken from it
+        (python-consul would decode every value of every answer).
+        """
         wait_text = format_go_duration(round(wait * 1e9)) if index and wait else None
-        reply = self._kv(read_timeout).get(
+
+        def reader(response: Response) -> Listing:
+            return read_listing(
+                response.code,
+                response.headers,
+                response.body,
+                prefix,
+                known,
+                trust_indexes=index > 0,
+            )
+
+        reply = self._kv(read_timeout, reader).get(
             prefix, recurse=True, index=index or None, wait=wait_text
         )
-        return decode_listing(reply.value, reply.headers, prefix)
+        listing: Listing = reply.value
+        return listing
 
     def get(self, key: str) -> tuple[bytes, int] | None:
         """Return the value of ``key`` and its ModifyIndex, or None when there is no such key."""

@@ -18,7 +18,7 @@ from breaker.coord.consul._adapter import ConsulKV
 from breaker.coord.consul._backoff import BACKOFF_CAP, BACKOFF_FIRST
 from breaker.coord.consul._decode import Listing
 from breaker.coord.consul._settings import ConsulOptions, ConsulSettings
-from breaker.coord.consul._transport import Transport
+from breaker.coord.consul._transport import Channel, Transport
 from breaker.coord.consul._watch import (
     DEFAULT_TIMEOUT,
     DEFAULT_WAIT,
@@ -41,6 +41,8 @@ _log = logging.getLogger("breaker.consul")
 
 DEFAULT_KEEPALIVE = 10.0
 """Seconds within which TCP keepalive notices a peer that vanished without a word."""
+FRESH_LOAD = 10.0
+"""A `load` this recent starts a watch of the same prefix: no second read, health up."""
 
 _LIVE: weakref.WeakSet[ConsulCoord] = weakref.WeakSet()
 
@@ -48,10 +50,13 @@ _LIVE: weakref.WeakSet[ConsulCoord] = weakref.WeakSet()
 class ConsulCoord:
     """Read policy documents from Consul KV and watch them with blocking queries.
 
-    ``addr`` is ``host:port`` or ``http(s)://host:port``; the connection options
-    (`ConsulOptions`: ``token``, ``token_file``, ``ssl``, ``verify``, ``ca_file``,
-    ``ca_path``, ``client_cert``, ``client_key``, ``datacenter``) fall back to the consul
-    CLI's environment variables. ``wait`` is the blocking-query wait; ``timeout`` bounds
+    ``addr`` is ``host:port``, ``http(s)://host:port`` or ``unix:///path/to/socket``; the
+    connection options (`ConsulOptions`: ``token``, ``token_file``, ``ssl``, ``verify``,
+    ``ca_file``, ``ca_path``, ``client_cert``, ``client_key``, ``tls_server_name``,
+    ``namespace``, ``partition``, ``http_auth``, ``datacenter``, ``consistency``) fall back to
+    the consul CLI's environment variables. Every request of the coord and its watches goes
+    over one pool of connections: a process holds one connection to the agent while only
+    its watch runs. ``wait`` is the blocking-query wait; ``timeout`` bounds
     every other request and is added to ``wait`` (plus Consul's jitter) for blocking ones;
     the watcher's reads without an index also allow 7 s for a read Consul holds while it
     elects a leader.
@@ -94,22 +99,29 @@ class ConsulCoord:
         self._sleep = sleep
         self._lock = threading.RLock()  # reentrant: close() may come from a finalizer
         self._watches: list[ConsulWatch] = []
+        self._loaded: dict[str, tuple[Listing, float, float]] = {}
         self._closed = False
         self._kv = self._new_kv()
         _LIVE.add(self)
 
     def _new_kv(self) -> ConsulKV:
-        transport = Transport(self._settings, keepalive=self._keepalive)
+        transport = Transport(self._settings, keepalive=self._keepalive, clock=self._clock)
         return ConsulKV(transport, timeout=self._timing.timeout)
+
+    @property
+    def _transport(self) -> Transport:
+        transport = self._kv.sender
+        assert isinstance(transport, Transport)
+        return transport
 
     def __repr__(self) -> str:
         token = "set" if self._settings.token else "none"
-        return f"<ConsulCoord {self._settings.base_url} token={token} wait={self._timing.wait:g}s>"
+        return f"<ConsulCoord {self._settings.address} token={token} wait={self._timing.wait:g}s>"
 
     @property
     def address(self) -> str:
-        """Return the base URL requests go to."""
-        return self._settings.base_url
+        """Return where requests go: the base URL, or ``unix://<path>`` for a unix socket."""
+        return self._settings.address
 
     @property
     def settings(self) -> ConsulSettings:
@@ -118,8 +130,14 @@ class ConsulCoord:
 
     def load(self, prefix: str) -> Snapshot:
         """Return every key under ``prefix`` (one recursive GET); raise `CoordError` on failure."""
-        kv = self._kv
-        listing = kv.list(prefix.lstrip("/"), read_timeout=self._timing.timeout)
+        prefix = prefix.lstrip("/")
+        with self._lock:
+            known = self._loaded.get(prefix)
+        listing = self._kv.list(
+            prefix, read_timeout=self._timing.timeout, known=known[0] if known else None
+        )
+        with self._lock:
+            self._loaded[prefix] = (listing, self._clock(), time.time())
         return listing.snapshot()
 
     def get(self, key: str) -> tuple[bytes, int] | None:
@@ -142,9 +160,18 @@ class ConsulCoord:
         return self._kv.delete(key.lstrip("/"), recurse=recurse, cas=cas)
 
     def watch(self, prefix: str, on_change: OnChange) -> Watch:
-        """Watch ``prefix`` from a background thread, starting with its current content."""
+        """Watch ``prefix`` from a background thread, starting with its current content.
+
+        Right after a `load` of the same prefix, the watch starts from what that read
+        (its health up, its first query a blocking one on the same connection).
+        """
+        prefix = prefix.lstrip("/")
+        with self._lock:
+            loaded = self._loaded.pop(prefix, None)
+        if loaded is not None and self._clock() - loaded[1] > FRESH_LOAD:
+            loaded = None
         watch = ConsulWatch(
-            prefix.lstrip("/"),
+            prefix,
             on_change,
             link=self._new_kv_link,
             timing=self._timing,
@@ -153,6 +180,8 @@ class ConsulCoord:
             wall_clock=time.time,
             random=random.random,
             on_stop=self._forget,
+            start=loaded[0] if loaded else None,
+            start_sync=loaded[2] if loaded else None,
         )
         with self._lock:
             if self._closed:
@@ -172,10 +201,10 @@ class ConsulCoord:
             watches, self._watches = self._watches, []
         for watch in watches:
             watch.stop()
-        self._kv.transport.close()
+        self._transport.close()
 
     def _new_kv_link(self) -> _KVLink:
-        return _KVLink(self._new_kv())
+        return _KVLink(ConsulKV(self._transport.channel(), timeout=self._timing.timeout))
 
     def _forget(self, watch: ConsulWatch) -> None:
         with self._lock:
@@ -187,32 +216,45 @@ class ConsulCoord:
         self._lock = threading.RLock()
         if self._closed:
             return
-        inherited, self._kv = self._kv, self._new_kv()
-        inherited.transport.release()
+        inherited, self._kv = self._transport, self._new_kv()
+        self._loaded.clear()
+        inherited.release()
         for watch in list(self._watches):
             watch.restart_in_child()
 
 
 class _KVLink:
-    """Give a watch its own connection: `ConsulKV` plus the transport's cut/close/release."""
+    """Give a watch its channel: requests over the coord's connections it can cut alone.
+
+    The connections belong to the coord's transport, which the coord closes (or, in a
+    forked child, releases): the link has nothing of its own to close or release.
+    """
 
     def __init__(self, kv: ConsulKV) -> None:
         self._kv = kv
-        self._transport = kv.transport
+        channel = kv.sender
+        assert isinstance(channel, Channel)
+        self._channel = channel
 
     def list(
-        self, prefix: str, *, index: int = 0, wait: float | None = None, read_timeout: float
+        self,
+        prefix: str,
+        *,
+        index: int = 0,
+        wait: float | None = None,
+        read_timeout: float,
+        known: Listing | None = None,
     ) -> Listing:
-        return self._kv.list(prefix, index=index, wait=wait, read_timeout=read_timeout)
+        return self._kv.list(prefix, index=index, wait=wait, read_timeout=read_timeout, known=known)
 
     def cut(self) -> None:
-        self._transport.cut()
+        self._channel.cut()
 
     def close(self) -> None:
-        self._transport.close()
+        """Leave the connection in the coord's pool."""
 
     def release(self) -> None:
-        self._transport.release()
+        """Leave the inherited connections to the coord, which releases them."""
 
 
 def _after_fork_in_child() -> None:

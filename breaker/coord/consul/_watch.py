@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
@@ -52,19 +52,28 @@ class Link(Protocol):
     """Reach Consul for one watch, which owns the connection."""
 
     def list(
-        self, prefix: str, *, index: int = 0, wait: float | None = None, read_timeout: float
+        self,
+        prefix: str,
+        *,
+        index: int = 0,
+        wait: float | None = None,
+        read_timeout: float,
+        known: Listing | None = None,
     ) -> Listing:
-        """Return every entry under ``prefix``, blocking while the index is ``index`` if > 0."""
+        """Return every entry under ``prefix``, blocking while the index is ``index`` if > 0.
+
+        ``known`` is the listing read before, whose unchanged parts the answer may share.
+        """
         ...
 
     def cut(self) -> None:
         """End a request in flight and any later one; called from any thread."""
 
     def close(self) -> None:
-        """Release connections; called by the watch's own thread when it ends."""
+        """Release what the watch holds; called by the watch's own thread when it ends."""
 
     def release(self) -> None:
-        """In a forked child: let go of inherited connections without touching them."""
+        """In a forked child: let go of what was inherited without touching it."""
 
 
 Sleep = Callable[[float, threading.Event], bool]
@@ -153,6 +162,8 @@ class ConsulWatch:
         wall_clock: Callable[[], float],
         random: Callable[[], float],
         on_stop: Callable[[ConsulWatch], None] = lambda watch: None,
+        start: Listing | None = None,
+        start_sync: float | None = None,
     ) -> None:
         self.prefix = prefix
         self._on_change = on_change
@@ -163,7 +174,10 @@ class ConsulWatch:
         self._wall_clock = wall_clock
         self._random = random
         self._on_stop = on_stop
-        self._health = CoordHealth(up=False)
+        # A listing the coord has just read: the watch blocks on its index at once, and is
+        # up from the start (the read succeeded), with that read as its last sync.
+        self._start = start
+        self._health = CoordHealth(up=start is not None, last_sync=start_sync)
         self._stop_requested = False
         self._stopper: threading.Thread | None = None
         self._start_fresh()
@@ -212,6 +226,7 @@ class ConsulWatch:
         """In a forked child: run again on a new connection from index 0, unless stopped."""
         if self._stop_requested:
             return
+        self._start = None
         inherited = self._link
         self._stopper = None
         self._start_fresh()
@@ -232,8 +247,10 @@ class ConsulWatch:
     def _loop(self, link: Link) -> None:
         timing = self._timing
         pacer = _Pacer(timing.min_interval, self._clock)
-        index = 0
-        seen: Mapping[str, tuple[bytes, int]] | None = None
+        seen, self._start = self._start, None
+        index = 0 if seen is None else max(seen.index, 1)
+        if seen is not None:
+            self._deliver(seen)
         failures = 0
         timeouts = 0
         early = 0
@@ -255,6 +272,7 @@ class ConsulWatch:
                         if blocking
                         else timing.sync_read_timeout(timeouts)
                     ),
+                    known=seen,
                 )
             except CoordError as exc:
                 if self._stopping():
@@ -291,7 +309,32 @@ class ConsulWatch:
                 condition = None
             failures = timeouts = 0
             self._health = CoordHealth(up=True, last_sync=self._wall_clock())
+            took = self._clock() - started
             new_index = max(listing.index, 1)  # Consul's own sanity check: 0 counts as 1
+            changed = seen is None or not listing.same_content(seen)
+            seen = listing
+            if blocking and new_index <= index and not changed and took < timing.wait:
+                # Back before its wait could run out, with nothing new. Consul does that
+                # when a snapshot restore abandons its state store: it answers with what it
+                # read before, and the restored index is lower, so blocking again on ours
+                # would wait out a whole wait. Read again from 0.
+                index = 0
+                if took < timing.wait / 2:
+                    # At once: a proxy, a load balancer or an agent that does not hold
+                    # blocking queries (or answers index 0). Back off while it lasts.
+                    early += 1
+                    if not self._early_answer(early, listing.index):
+                        return
+                continue
+            if blocking and early:
+                if early > 1:
+                    _log.info(
+                        "Consul holds blocking queries on %r again, after %d answers that "
+                        "came at once",
+                        self.prefix,
+                        early,
+                    )
+                early = 0
             if new_index < index:
                 # A snapshot restore or a new cluster: indexes start over. Read from 0, or
                 # the next query would wait for an index that may never come.
@@ -302,32 +345,36 @@ class ConsulWatch:
                     index,
                 )
                 index = 0
-            elif blocking and listing.index == index and self._clock() - started < timing.wait:
-                # Unchanged, yet back before its wait could run out: Consul does that only
-                # when a snapshot restore abandons its state store, and answers with what it
-                # read before the restore. The restored index is lower: blocking again on
-                # ours would wait out a whole wait, so read again from 0 (backed off if it
-                # keeps happening, as a misbehaving proxy might make it).
-                early += 1
-                _log.info(
-                    "Consul answered a blocking query on %r early with its index unchanged "
-                    "(a snapshot restore?); reading it again from 0",
-                    self.prefix,
-                )
-                index = 0
-                if early > 1:
-                    delay = backoff(
-                        early - 2, timing.backoff_first, timing.backoff_cap, self._random(), None
-                    )
-                    if self._sleep(delay, self._wake) or self._stopping():
-                        return
             else:
-                if blocking:
-                    early = 0
                 index = new_index
-            if listing.entries != seen and not self._stopping():
-                seen = listing.entries
+            if changed and not self._stopping():
                 self._deliver(listing)
+
+    def _early_answer(self, early: int, reported: int) -> bool:
+        """Pace blocking queries Consul answers at once; return False when stopped meanwhile.
+
+        The first one is read again at once (a snapshot restore answers so); from the
+        second on, each waits out a backoff, and the second is logged as a warning.
+        """
+        timing = self._timing
+        if early == 1:
+            _log.info(
+                "Consul answered a blocking query on %r at once with nothing new "
+                "(a snapshot restore?); reading it again from 0",
+                self.prefix,
+            )
+            return True
+        if early == 2:
+            _log.warning(
+                "Consul answers blocking queries on %r at once with nothing new (index %d): "
+                "something between here and Consul does not hold them; backing off up to "
+                "%gs between reads while it lasts",
+                self.prefix,
+                reported,
+                timing.backoff_cap,
+            )
+        delay = backoff(early - 2, timing.backoff_first, timing.backoff_cap, self._random(), None)
+        return not (self._sleep(delay, self._wake) or self._stopping())
 
     def _deliver(self, listing: Listing) -> None:
         try:

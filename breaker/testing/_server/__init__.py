@@ -11,6 +11,7 @@ which also runs against a real agent). The parts, each a module:
 ``_store``   keys, tombstones, the index rules, blocking queries, snapshots.
 ``_kv``      the ``/v1/kv/`` endpoint: parameters, key validation, the ``KVS.*`` RPCs.
 ``_acl``     tokens and ``key_prefix`` rules.
+``_tenancy`` namespaces and admin partitions: Enterprise's key spaces, or CE's refusal.
 ``_faults``  RPC errors, hangs, leader elections with Consul's ``rpc_hold_timeout``.
 ``_agent``   the HTTP stack around endpoints: path checks, ServeMux, gzip, ``wrap``.
 ``_http``    the wire: a threaded HTTP/1.1 server whose connections can be cut.
@@ -41,9 +42,9 @@ index waits out one ``wait`` before it sees the reset.
 
 Known differences from Consul 1.22, and why they remain:
 
-* No sessions, locks, transactions (``/v1/txn``), namespaces, partitions or other endpoints:
-  the breaker never uses them. ``?acquire`` fails as with an unknown session and ``?release``
-  answers ``false``; ``LockIndex`` is always 0.
+* No sessions, locks, transactions (``/v1/txn``) or other endpoints: the breaker never
+  uses them. ``?acquire`` fails as with an unknown session and ``?release``
+  answers ``false``; ``LockIndex`` is always 0. Namespaces and partitions: see `_tenancy`.
 * Key validation follows the rules of Consul PR #22850 (shipped in 1.22.0 and 1.21.6): no
   leading or trailing space, no ``..`` segment, none once percent-decoded again. Only the
   400 status is checked against Consul; the released source of the error texts could not

@@ -112,6 +112,15 @@ class ACLs:
         self.default_policy: DefaultPolicy = default_policy
         self.anonymous_rules = tuple(anonymous_rules)
 
+    def set_token(self, secret: str, rules: tuple[ACLRule, ...] | None) -> None:
+        """Create, replace or (``rules`` None) revoke a token; ACLs must be on."""
+        if self.tokens is None:
+            raise ValueError("ACLs are off: start the server with acl_tokens to manage tokens")
+        if rules is None:
+            self.tokens.pop(secret, None)
+        else:
+            self.tokens[secret] = rules
+
     @staticmethod
     def token_of(params: go.Values, headers: Mapping[str, str]) -> str:
         """Pick the token as Consul does: ``?token=``, then X-Consul-Token, then Bearer."""

@@ -17,6 +17,7 @@ from breaker.testing._server._acl import ACLs, Authorizer
 from breaker.testing._server._faults import Faults, Leadership
 from breaker.testing._server._http import HTTPError, Reply
 from breaker.testing._server._store import Result, Store
+from breaker.testing._server._tenancy import SpaceStore, Tenancy
 
 DATACENTER = "dc1"
 JSON = "application/json"
@@ -59,11 +60,19 @@ class KVSettings:
 class KVEndpoint:
     """Serve GET, PUT and DELETE on ``/v1/kv/<key>`` from a `Store`."""
 
-    def __init__(self, store: Store, faults: Faults, acls: ACLs, settings: KVSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        faults: Faults,
+        acls: ACLs,
+        settings: KVSettings,
+        tenancy: Tenancy | None = None,
+    ) -> None:
         self._store = store
         self._faults = faults
         self._acls = acls
         self._settings = settings
+        self._tenancy = tenancy or Tenancy(store, enterprise=False)
 
     def serve(
         self,
@@ -82,6 +91,7 @@ class KVEndpoint:
         call = _Call(
             key=key,
             params=params,
+            headers=headers,
             dc=params.get("dc") or DATACENTER,
             token=self._acls.token_of(params, headers),
             stale_read=method == "GET" and params.has("stale"),
@@ -109,6 +119,10 @@ class KVEndpoint:
             return self._put(call, body)
         return self._delete(call)
 
+    def _space(self, call: _Call) -> Store | SpaceStore:
+        """Return the store as the request's namespace and partition see it."""
+        return self._tenancy.store_for(call.params, call.headers)
+
     def _rpc(self, call: _Call) -> tuple[Leadership, Authorizer | None]:
         """Reach a server (faults strike here), which resolves the token."""
         leader = self._faults.rpc(call.cancelled, stale=call.stale_read)
@@ -122,13 +136,14 @@ class KVEndpoint:
         timeout = self._settings.query_timeout(wait)
         pretty = params.has("pretty")
         if params.has("keys"):
+            store = self._space(call)
             separator = ""
             for name in ("seperator", "separator"):  # Consul's historic spelling first
                 if params.has(name):
                     separator = params.get(name)
             leader, authz = self._rpc(call)
-            result = self._store.block(
-                min_index, timeout, lambda: self._list(key, authz), call.cancelled
+            result = store.block(
+                min_index, timeout, lambda: self._list(store, key, authz), call.cancelled
             )
             names = _roll_up(key, separator, [entry.key for entry in result.entries])
             meta = _meta(result, leader)
@@ -138,20 +153,21 @@ class KVEndpoint:
         recurse = params.has("recurse")
         if not recurse and not key:
             raise HTTPError(400, "Missing key name")
+        store = self._space(call)
         leader, authz = self._rpc(call)
         if recurse:
 
             def query() -> Result:
-                return self._list(key, authz)
+                return self._list(store, key, authz)
 
         else:
             if authz is not None and not authz.can_read(key):
                 raise authz.denied("read", key)
 
             def query() -> Result:
-                return self._store.query_get(key)
+                return store.query_get(key)
 
-        result = self._store.block(min_index, timeout, query, call.cancelled)
+        result = store.block(min_index, timeout, query, call.cancelled)
         meta = _meta(result, leader)
         if not result.entries:
             return Reply(404, headers=meta)
@@ -164,14 +180,15 @@ class KVEndpoint:
         payload = [entry.to_json() for entry in result.entries]
         return Reply(200, go.to_json(payload, pretty=pretty), JSON, meta)
 
-    def _list(self, prefix: str, authz: Authorizer | None) -> Result:
-        result = self._store.query_list(prefix, None if authz is None else authz.can_read)
+    def _list(self, store: Store | SpaceStore, prefix: str, authz: Authorizer | None) -> Result:
+        result = store.query_list(prefix, None if authz is None else authz.can_read)
         # Consul reports filtering only to a token that authenticated.
         result.filtered = result.filtered and authz is not None and authz.authenticated
         return result
 
     def _put(self, call: _Call, body: bytes) -> Reply:
         params = call.params
+        store = self._space(call)
         if not call.key:
             raise HTTPError(400, "Missing key name")
         _check_conflicts(params, ("cas", "acquire", "release"))
@@ -193,13 +210,14 @@ class KVEndpoint:
                 raise HTTPError(500, "missing session")
             if params.has("acquire"):
                 raise HTTPError(500, f"invalid session {go.quote(session)}")
-            self._store.consume_index()
+            store.consume_index()
             return Reply(200, b"false", JSON)
-        ok, _ = self._store.set(call.key, body, flags, cas)
+        ok, _ = store.set(call.key, body, flags, cas)
         return Reply(200, b"true" if ok else b"false", JSON)
 
     def _delete(self, call: _Call) -> Reply:
         params = call.params
+        store = self._space(call)
         _check_conflicts(params, ("recurse", "cas"))
         recurse = params.has("recurse")
         if not recurse and not call.key:
@@ -211,10 +229,10 @@ class KVEndpoint:
             if not allowed:
                 raise authz.denied("write", call.key)
         if recurse:
-            self._store.delete_tree(call.key)
+            store.delete_tree(call.key)
             ok = True
         else:
-            ok = self._store.delete(call.key, cas)
+            ok = store.delete(call.key, cas)
         return Reply(200, b"true" if ok else b"false", JSON)
 
 
@@ -222,6 +240,7 @@ class KVEndpoint:
 class _Call:
     key: str
     params: go.Values
+    headers: Mapping[str, str]
     dc: str
     token: str
     stale_read: bool

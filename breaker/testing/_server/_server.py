@@ -15,6 +15,7 @@ from breaker.testing._server._faults import RPC_HOLD_TIMEOUT, Faults
 from breaker.testing._server._http import JOIN_TIMEOUT, HTTPServer, RecordedRequest
 from breaker.testing._server._kv import KVEndpoint, KVSettings
 from breaker.testing._server._store import KVSnapshot, Store
+from breaker.testing._server._tenancy import Tenancy
 
 MAX_VALUE_SIZE = 512 * 1024
 """Consul's default ``kv_max_value_size``: larger PUT bodies are answered with 413."""
@@ -35,7 +36,9 @@ class ConsulServer:
     ``anonymous_rules``; keys no rule matches follow ``acl_default_policy``.
     ``max_value_size``, ``default_query_time``, ``max_query_time`` and
     ``disable_kv_key_validation`` are the agent settings of the same names, with Consul's
-    defaults.
+    defaults. ``enterprise=True`` serves namespaces and admin partitions (``?ns=``,
+    ``?partition=``) as separate key spaces, as Consul Enterprise does; by default a
+    request that names one is refused as Consul CE refuses it (see ``_tenancy``).
 
     Cluster events, and the Consul event each models:
 
@@ -71,6 +74,7 @@ class ConsulServer:
         max_query_time: float = 600.0,
         disable_kv_key_validation: bool = False,
         rng: random.Random | None = None,
+        enterprise: bool = False,
     ) -> None:
         acls = ACLs(acl_tokens, acl_default_policy, anonymous_rules)
         if start_index < 1:
@@ -85,7 +89,9 @@ class ConsulServer:
         self._store = Store(start_index)
         self._faults = Faults(self._store.cond)
         settings = KVSettings(max_value_size, not disable_kv_key_validation, self.query_timeout)
-        kv = KVEndpoint(self._store, self._faults, acls, settings)
+        tenancy = Tenancy(self._store, enterprise=enterprise)
+        kv = KVEndpoint(self._store, self._faults, acls, settings, tenancy)
+        self._acls = acls
         self._agent = Agent(self._faults, acls, kv, self._store.cond, host)
 
         self._lifecycle = threading.Lock()
@@ -267,6 +273,15 @@ class ConsulServer:
         state), so the lower index shows on the next read.
         """
         self._store.restore(snapshot)
+
+    def set_acl_token(self, secret: str, rules: Iterable[ACLRule] | None) -> None:
+        """Create or replace the token ``secret`` with ``rules``; None revokes it.
+
+        As ``consul acl token create/update/delete``: requests with a revoked token are
+        refused with 403 "ACL not found" from then on.
+        """
+        with self._store.cond:
+            self._acls.set_token(secret, None if rules is None else tuple(rules))
 
     def accessor_id(self, secret: str) -> str:
         """Return the AccessorID this server reports for the token ``secret`` in denials."""

@@ -161,12 +161,16 @@ class Store:
             self.cond.notify_all()
             return True
 
-    def delete_tree(self, prefix: str) -> int:
-        """Delete every key under ``prefix``; return the write's index."""
+    def delete_tree(self, prefix: str, keep: Callable[[str], bool] | None = None) -> int:
+        """Delete every key under ``prefix`` (that ``keep`` accepts); return the write's index."""
         with self.cond:
             self._raft_index += 1
             index = self._raft_index
-            doomed = [key for key in self._entries if key.startswith(prefix)]
+            doomed = [
+                key
+                for key in self._entries
+                if key.startswith(prefix) and (keep is None or keep(key))
+            ]
             if not doomed:
                 return index
             for key in doomed:
