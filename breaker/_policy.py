@@ -125,6 +125,28 @@ def _max_open_state_timeout(value: object) -> float | None:
     return None if value is None else _duration("max_open_state_timeout", value)
 
 
+def _timeout(value: object) -> float | None:
+    return None if value is None else _duration("timeout", value)
+
+
+def _max_wait_duration(value: object) -> float:
+    """Return a wait as seconds: 0 (no wait) or more; a negative wait is a mistake."""
+    if value.__class__ is float and 0.0 <= value <= MAX_SECONDS:
+        return min(round(value * _NS_PER_S), MAX_NS) / _NS_PER_S
+    negative = (
+        parse_go_duration(value) < 0
+        if isinstance(value, str) and value.lstrip().startswith("-")
+        else isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0
+    )
+    seconds = _seconds("max_wait_duration", value)
+    if negative:
+        raise PolicyError(
+            f"max_wait_duration: expected a duration >= 0, got {_describe(value)}",
+            key="max_wait_duration",
+        )
+    return seconds
+
+
 def _rate(value: object) -> float | None:
     if value is None:
         return None
@@ -213,6 +235,10 @@ def _check_minimum_calls(_: object, __: object, value: object) -> None:
     _count("minimum_calls", value, 1)
 
 
+def _check_max_concurrent_calls(_: object, __: object, value: object) -> None:
+    _count("max_concurrent_calls", value, 0)
+
+
 def _no_rate_to_trip(threshold: int, rate: float | None) -> PolicyError | None:
     if threshold == 0 and rate is None:
         return PolicyError(
@@ -242,6 +268,8 @@ class Policy:
     trial calls; that many consecutive successes close it again. The other fields are
     optional rules (slow calls, a failure rate over a window, growing open periods) and
     the operator's ``mode``; the README's Policies section describes each.
+    ``max_concurrent_calls`` (0: no limit), ``max_wait_duration`` and ``timeout`` protect
+    the caller from a downstream that does not answer (the README's Load protection).
     """
 
     failure_threshold: int = attrs.field(default=5, validator=_check_failure_threshold)
@@ -254,6 +282,9 @@ class Policy:
     max_open_state_timeout: float | None = attrs.field(
         default=None, converter=_max_open_state_timeout
     )
+    max_concurrent_calls: int = attrs.field(default=0, validator=_check_max_concurrent_calls)
+    max_wait_duration: float = attrs.field(default=0.0, converter=_max_wait_duration)
+    timeout: float | None = attrs.field(default=None, converter=_timeout)
     mode: Mode = attrs.field(default=Mode.AUTO, converter=_mode)
     mode_until: datetime | None = attrs.field(default=None, converter=_timestamp)
 
@@ -348,6 +379,12 @@ class Policy:
             out["rateWindow"] = _go(self.rate_window)
         if self.max_open_state_timeout is not None:
             out["maxOpenStateTimeout"] = _go(self.max_open_state_timeout)
+        if self.max_concurrent_calls:
+            out["maxConcurrentCalls"] = self.max_concurrent_calls
+        if self.max_concurrent_calls or self.max_wait_duration:
+            out["maxWaitDuration"] = _go(self.max_wait_duration)
+        if self.timeout is not None:
+            out["timeout"] = _go(self.timeout)
         if self.mode is not Mode.AUTO or self.mode_until is not None:
             out["mode"] = self.mode.value  # a document that ends a mode names it
         if self.mode_until is not None:
@@ -385,6 +422,9 @@ _OPTIONAL_FIELDS = (
     "minimum_calls",
     "rate_window",
     "max_open_state_timeout",
+    "max_concurrent_calls",
+    "max_wait_duration",
+    "timeout",
     "mode",
     "mode_until",
 )
@@ -397,6 +437,9 @@ _FIELDS = {
     "minimumCalls": "minimum_calls",
     "rateWindow": "rate_window",
     "maxOpenStateTimeout": "max_open_state_timeout",
+    "maxConcurrentCalls": "max_concurrent_calls",
+    "maxWaitDuration": "max_wait_duration",
+    "timeout": "timeout",
     "mode": "mode",
     "modeUntil": "mode_until",
 }
@@ -408,7 +451,14 @@ JSON_KEYS = tuple(_FIELDS)
 KEY_FIELDS: Mapping[str, str] = _FIELDS
 """The attrs field each document key sets."""
 _DURATIONS = frozenset(
-    {"open_state_timeout", "slow_call_duration", "rate_window", "max_open_state_timeout"}
+    {
+        "open_state_timeout",
+        "slow_call_duration",
+        "rate_window",
+        "max_open_state_timeout",
+        "max_wait_duration",
+        "timeout",
+    }
 )
 
 
@@ -434,6 +484,9 @@ _READERS: dict[str, Callable[[object], Any]] = {
     "minimum_calls": lambda value: _count("minimum_calls", value, 1),
     "rate_window": _rate_window,
     "max_open_state_timeout": _max_open_state_timeout,
+    "max_concurrent_calls": lambda value: _count("max_concurrent_calls", value, 0),
+    "max_wait_duration": _max_wait_duration,
+    "timeout": _timeout,
     "mode": _mode,
     "mode_until": _timestamp,
 }

@@ -38,6 +38,9 @@ def policies(draw: st.DrawFn) -> Policy:
         minimum_calls=draw(st.integers(1, MAX_COUNT)),
         rate_window=draw(durations),
         max_open_state_timeout=None if cap is None else min(open_state_timeout * cap, MAX_SECONDS),
+        max_concurrent_calls=draw(st.integers(0, MAX_COUNT)),
+        max_wait_duration=draw(st.just(0.0) | durations),
+        timeout=draw(st.none() | durations),
         mode=draw(st.sampled_from(Mode)),
         mode_until=draw(st.none() | timestamps),
     )

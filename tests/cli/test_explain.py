@@ -43,6 +43,9 @@ def test_each_key_with_its_layer_the_mode_and_when_it_ends(cli: Run, documents: 
         "  minimumCalls         20                      built-in\n"
         '  rateWindow           "1m0s"                  built-in\n'
         "  maxOpenStateTimeout  null                    built-in\n"
+        "  maxConcurrentCalls   0                       built-in\n"
+        '  maxWaitDuration      "0s"                    built-in\n'
+        "  timeout              null                    built-in\n"
         '  mode                 "forced-open"           _default\n'
         '  modeUntil            "2026-11-29T14:00:00Z"  _default\n'
         "layers, bottom to top:\n"
