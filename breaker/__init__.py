@@ -14,9 +14,12 @@ from breaker._engine import Breaker, Guard
 from breaker._exceptions import (
     BreakerError,
     BreakerOpenError,
+    BulkheadFullError,
+    CallTimeoutError,
     CoordError,
     ErrBreakerOpen,
     PolicyError,
+    RejectedError,
 )
 from breaker._patch import patch
 from breaker._policy import Policy
@@ -34,6 +37,8 @@ __all__ = [
     "Breaker",
     "BreakerError",
     "BreakerOpenError",
+    "BulkheadFullError",
+    "CallTimeoutError",
     "Config",
     "ConsulCoord",
     "Coord",
@@ -47,6 +52,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "Provider",
+    "RejectedError",
     "State",
     "StateChange",
     "Stats",

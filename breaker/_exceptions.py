@@ -3,14 +3,19 @@
 The hierarchy::
 
     BreakerError                 base class: catch it to catch anything this package raises
-    ├── BreakerOpenError         a breaker rejected a call without running it
-    │                            (ErrBreakerOpen is the same class, the seed contract's name)
+    ├── RejectedError            a call was rejected without running (name, retry_after)
+    │   ├── BreakerOpenError     ... because the breaker is open (or forced open)
+    │   │                        (ErrBreakerOpen is the same class, the seed contract's name)
+    │   └── BulkheadFullError    ... because maxConcurrentCalls calls were in flight
+    ├── CallTimeoutError         an async call ran past the policy's timeout and was
+    │                            cancelled (also a TimeoutError); counts as a failure
     ├── PolicyError              a policy value or document is invalid (also a ValueError)
     └── CoordError               a coord cannot read its backend (Consul unreachable, ...)
 
-Integrations add subclasses that are also the client library's own error type (an
-``httpx.TransportError``, a ``requests.ConnectionError``, a ``grpc.RpcError``), so existing
-``except`` clauses catch rejections.
+A rejection never counts against the downstream; a timeout does. Integrations add
+subclasses that are also the client library's own error type (an ``httpx.TransportError``,
+a ``requests.ConnectionError``, a ``grpc.RpcError``), so existing ``except`` clauses catch
+rejections.
 """
 
 from __future__ import annotations
@@ -25,7 +30,25 @@ class BreakerError(Exception):
     """Base class of every exception breaker raises."""
 
 
-class BreakerOpenError(BreakerError):
+class RejectedError(BreakerError):
+    """Raise when a call is rejected without running: a breaker is open, or a bulkhead full.
+
+    ``name`` names the breaker; ``retry_after`` is the number of seconds after which a
+    call may be admitted again (an HTTP layer can send it as Retry-After).
+    """
+
+    @property
+    def name(self) -> str:
+        """Return the name of the breaker that rejected the call."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def retry_after(self) -> float:
+        """Return the seconds after which a call may be admitted again (0.0: any time)."""
+        return 0.0
+
+
+class BreakerOpenError(RejectedError):
     """Raise when a breaker rejects a call without running it.
 
     ``retry_after`` is the number of seconds until the breaker admits a trial call
@@ -39,11 +62,6 @@ class BreakerOpenError(BreakerError):
         def __init__(
             self, name: str, state: State, retry_after: float, mode: Mode | None = None, /
         ) -> None: ...
-
-    @property
-    def name(self) -> str:
-        """Return the name of the breaker that rejected the call."""
-        return self.args[0]  # type: ignore[no-any-return]
 
     @property
     def state(self) -> State:
@@ -76,6 +94,56 @@ class BreakerOpenError(BreakerError):
 
 ErrBreakerOpen = BreakerOpenError
 """The seed contract's name for `BreakerOpenError` (the same class)."""
+
+
+class BulkheadFullError(RejectedError):
+    """Raise when ``maxConcurrentCalls`` calls are in flight and no slot freed in time.
+
+    The downstream is not blamed: the call never ran and does not count as a failure.
+    """
+
+    if TYPE_CHECKING:
+
+        def __init__(self, name: str, limit: int, waited: float, /) -> None: ...
+
+    @property
+    def limit(self) -> int:
+        """Return the limit in force when the call was rejected."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        if len(self.args) < 3:  # built by hand, as subclasses of library errors may be
+            return super().__str__()
+        waited = f" (waited {self.args[2]:.3f}s)" if self.args[2] else ""
+        return (
+            f"breaker {self.name!r}: {self.limit} calls in flight, the most allowed "
+            f"(maxConcurrentCalls){waited}"
+        )
+
+
+class CallTimeoutError(BreakerError, TimeoutError):
+    """Raise when an async call runs past its policy's ``timeout``: it was cancelled.
+
+    It counts as a failure of the downstream. It is also a ``TimeoutError`` (and so an
+    ``asyncio.TimeoutError``), which existing handlers catch.
+    """
+
+    if TYPE_CHECKING:
+
+        def __init__(self, name: str, timeout: float, /) -> None: ...
+
+    @property
+    def name(self) -> str:
+        """Return the name of the breaker whose policy set the timeout."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def timeout(self) -> float:
+        """Return the timeout, in seconds, that the call ran past."""
+        return self.args[1]  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        return f"breaker {self.args[0]!r}: the call ran past its timeout ({self.args[1]:g}s)"
 
 
 class PolicyError(BreakerError, ValueError):

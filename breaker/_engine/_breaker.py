@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
 import attrs
 
 from breaker._engine import _paths
 from breaker._engine._events import Host, Notify, log_transition
+from breaker._engine._limits import NO_LIMIT, Waiter
 from breaker._engine._machine import (
     CLOSED,
     HALF_OPEN,
@@ -36,9 +38,12 @@ from breaker._engine._machine import (
 )
 from breaker._engine._modes import ModeEnd, log_change, log_expiry, mode_end
 from breaker._engine._recording import Exclusions, Lane, Window
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import BreakerOpenError, BulkheadFullError, CallTimeoutError
 from breaker._policy import Policy
 from breaker._state import Mode, Outcome, State, Stats
+
+if TYPE_CHECKING:
+    import asyncio
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,6 +61,8 @@ _FAILURE: Final = Outcome.FAILURE
 _SLOW: Final = Outcome.SLOW
 _EXCLUDED: Final = Outcome.EXCLUDED
 _CANCELLED: Final = Outcome.CANCELLED
+_TIMEOUT: Final = Outcome.TIMEOUT
+_INF: Final = math.inf
 _NEVER: Final = -math.inf
 
 
@@ -101,25 +108,31 @@ class Breaker:
 
     __slots__ = (
         "__weakref__",
+        "_admitted",
         "_clock",
+        "_ended",
         "_fast",
         "_gone",
         "_host",
+        "_limit",
         "_lock",
         "_m",
         "_mode",
         "_mode_end",
+        "_n_bulkhead",
         "_n_cancelled",
         "_n_excluded",
         "_n_failure",
         "_n_rejected",
         "_n_slow",
+        "_n_timeout",
         "_name",
         "_ok",
         "_parked",
         "_policy",
         "_shut",
         "_timed",
+        "_waiters",
         "_window",
     )
 
@@ -145,9 +158,12 @@ class Breaker:
         self._fast: Era | None = None
         self._timed: Lane | None = None
         self._shut = _NEVER  # while open in mode auto: when the open period ends
-        self._ok = 0
-        self._n_failure = self._n_slow = self._n_excluded = 0
-        self._n_rejected = self._n_cancelled = 0
+        # Calls in flight: admitted, less those that succeeded (_ok) or ended otherwise.
+        self._admitted = self._ok = self._ended = 0
+        self._n_failure = self._n_slow = self._n_timeout = self._n_excluded = 0
+        self._n_rejected = self._n_bulkhead = self._n_cancelled = 0
+        self._limit = 0  # maxConcurrentCalls in force (0: none)
+        self._waiters: deque[Waiter] | None = None
         self._window: Window | None = None
         self._mode = _AUTO
         self._mode_end: ModeEnd | None = None
@@ -204,16 +220,20 @@ class Breaker:
             "success": self._ok,
             "failure": self._n_failure,
             "slow": self._n_slow,
-            "timeout": 0,
+            "timeout": self._n_timeout,
             "excluded": self._n_excluded,
             "rejected": self._n_rejected,
-            "bulkhead_full": 0,
+            "bulkhead_full": self._n_bulkhead,
             "cancelled": self._n_cancelled,
         }
         with self._lock:
             counts = dict(self._m.transitions or {})
+            in_flight = self._in_flight()
         transitions = {(str(STATES[o]), str(STATES[n])): c for (o, n), c in counts.items()}
-        return Stats(calls=calls, transitions=transitions)
+        return Stats(calls=calls, transitions=transitions, in_flight=in_flight)
+
+    def _in_flight(self) -> int:
+        return max(self._admitted - self._ok - self._ended, 0)
 
     @_paths.method
     def do(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[empty-body]
@@ -231,7 +251,44 @@ class Breaker:
     # -- the call protocol: what the lanes do not take -----------------------------------------
 
     def _admit(self) -> Ticket:
-        """Admit a call or raise `BreakerOpenError`; return the ticket to settle it with."""
+        """Admit a call, waiting for a slot if need be, or raise `RejectedError`.
+
+        Return the ticket to settle the call with.
+        """
+        ticket = self._decide()
+        if not self._limit:
+            self._admitted += 1
+            return ticket
+        ticket, waiter = self._take_slot(ticket, None)
+        if waiter is not None:
+            try:
+                waiter.wait(self._policy.max_wait_duration)
+            except BaseException:  # interrupted while waiting: the call will not run
+                self._abandon(waiter, ticket)
+                raise
+            ticket = self._after_wait(waiter, ticket)
+        return ticket
+
+    async def _admit_async(self) -> Ticket:
+        """Admit a call as `_admit` does; a task waiting for a slot awaits, never blocks."""
+        import asyncio  # here: importing breaker loads no asyncio
+
+        ticket = self._decide()
+        if not self._limit:
+            self._admitted += 1
+            return ticket
+        ticket, waiter = self._take_slot(ticket, asyncio.get_running_loop())
+        if waiter is not None:
+            try:
+                await waiter.wait_async(self._policy.max_wait_duration)
+            except BaseException:  # cancelled while waiting: the call will not run
+                self._abandon(waiter, ticket)
+                raise
+            ticket = self._after_wait(waiter, ticket)
+        return ticket
+
+    def _decide(self) -> Ticket:
+        """Return the ticket of a call the breaker admits, or raise `BreakerOpenError`."""
         m = self._m
         era = m.era
         mode = self._mode
@@ -290,7 +347,92 @@ class Breaker:
         return era, BreakerOpenError(self._name, state, m.retry_after(self._policy, now))
 
     def _timed_policy(self) -> bool:
-        return self._policy.slow_call_duration is not None
+        policy = self._policy
+        return policy.slow_call_duration is not None or (
+            policy.timeout is not None and self._mode is _SHADOW
+        )
+
+    def _call_timeout(self) -> float | None:
+        """Return an async call's timeout: enforced (> 0), measured only (< 0, shadow), none."""
+        timeout = self._policy.timeout
+        mode = self._mode
+        if timeout is None or mode is _DISABLED:
+            return None
+        return -timeout if mode is _SHADOW else timeout
+
+    # -- the concurrency limit ------------------------------------------------------------------
+
+    def _take_slot(
+        self, ticket: Ticket, loop: asyncio.AbstractEventLoop | None
+    ) -> tuple[Ticket, Waiter | None]:
+        """Count an admitted call in flight if a slot is free, else queue a waiter or reject."""
+        with _Critical(self):
+            limit = self._limit
+            if not limit or (self._in_flight() < limit and not self._waiters):
+                self._admitted += 1
+                return ticket, None
+            if self._mode is _SHADOW:  # what it would do: count it, run the call uncounted
+                self._n_bulkhead += 1
+                self._admitted += 1
+                return self._uncounted(ticket), None
+            if self._policy.max_wait_duration <= 0:
+                self._reject_full(ticket, 0.0)
+            waiter = Waiter(loop)
+            if self._waiters is None:
+                self._waiters = deque()
+            self._waiters.append(waiter)
+            return ticket, waiter
+
+    def _after_wait(self, waiter: Waiter, ticket: Ticket) -> Ticket:
+        """Return ``ticket`` if the waiter got a slot; otherwise release it and reject."""
+        with _Critical(self):
+            if waiter.granted:
+                return ticket
+            waiters = self._waiters
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+            self._reject_full(ticket, self._policy.max_wait_duration)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _abandon(self, waiter: Waiter, ticket: Ticket) -> None:
+        """Forget a waiter whose caller gave up; a slot it was granted goes to the next one."""
+        with _Critical(self):
+            self._release(ticket)
+            if waiter.granted:  # admitted on its behalf: it ends, cancelled, without running
+                self._n_cancelled += 1
+                self._ended += 1
+                self._grant_waiters()
+            elif self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def _reject_full(self, ticket: Ticket, waited: float) -> None:
+        """Reject a call the breaker had admitted: release its trial slot, count it (lock held)."""
+        self._release(ticket)
+        self._n_bulkhead += 1
+        raise BulkheadFullError(self._name, self._limit, waited)
+
+    def _release(self, ticket: Ticket) -> None:
+        """Give back a trial's half-open slot, for a call that will not run (lock held)."""
+        m = self._m
+        if (
+            ticket.__class__ is Call
+            and ticket.track == TRACKED
+            and ticket.era is m.era
+            and m.era.state is HALF_OPEN
+        ):
+            m.settle_trial(ticket, False, True, self._policy)
+
+    def _uncounted(self, ticket: Ticket) -> Call:
+        self._release(ticket)
+        return Call(self._m.era, self._clock(), UNCOUNTED)
+
+    def _grant_waiters(self) -> None:
+        """Hand free slots to waiting callers, first come first served (lock held)."""
+        waiters = self._waiters
+        limit = self._limit
+        while waiters and (not limit or self._in_flight() < limit):
+            self._admitted += 1
+            waiters.popleft().grant()
 
     def _settle(
         self,
@@ -299,13 +441,15 @@ class Breaker:
         failed: bool = False,
         exclude: Exclusions | None = None,
         t0: float = 0.0,
+        timeout: float | None = None,
     ) -> bool:
         """Record how an admitted call ended; return whether ``exc`` counts as an error.
 
         ``exc`` is what the call raised, None if it returned; ``failed`` marks a returned
         call as failed (``failure_if``, ``Guard.record_failure``); ``t0`` is when a call
-        on a timed lane started. An error is an ``Exception`` that ``exclude`` does not
-        match: what a fallback may replace.
+        on a timed lane started; ``timeout`` is an async call's (negative: measured only,
+        in shadow mode). An error is an ``Exception`` that ``exclude`` does not match: what
+        a fallback may replace.
         """
         cls = ticket.__class__
         era: Era
@@ -319,6 +463,9 @@ class Breaker:
         error = False
         if exc is None:
             outcome = _FAILURE if failed else _SUCCESS
+        elif isinstance(exc, CallTimeoutError):  # our own: a failure, whatever exclude says
+            outcome = _TIMEOUT
+            error = True
         elif isinstance(exc, Exception):
             if exclude is not None and exclude.matches(exc):
                 outcome = _EXCLUDED
@@ -328,42 +475,65 @@ class Breaker:
         else:
             outcome = _CANCELLED
         if track == UNCOUNTED:
+            self._ended += 1
+            if self._waiters:
+                self._hand_on()
             return error
-        if started is not None:
-            slow = self._policy.slow_call_duration
-            if slow is not None and self._clock() - started > slow:
+        if started is not None and outcome is not _TIMEOUT:
+            elapsed = self._clock() - started
+            policy = self._policy
+            if policy.slow_call_duration is not None and elapsed > policy.slow_call_duration:
                 outcome = _SLOW
+            if timeout is not None and timeout < 0 and elapsed > -timeout:
+                outcome = _TIMEOUT  # an async call in shadow mode: what it would have done
         m = self._m
         counts = track == TRACKED and era is m.era  # else: in the stats only
         if outcome is _SUCCESS:
             if self._window is not None:
                 with _Critical(self):
                     self._record(era if counts else None, ticket, outcome, self._clock())
+                    if self._waiters:
+                        self._grant_waiters()
                 return error
             self._ok += 1
-        elif outcome is _FAILURE:
-            self._n_failure += 1
-        elif outcome is _SLOW:
-            self._n_slow += 1
-        elif outcome is _EXCLUDED:
-            self._n_excluded += 1
         else:
-            self._n_cancelled += 1
-        if not counts:
-            return error
-        if era.state is CLOSED and (
-            outcome is _CANCELLED
-            or (
-                outcome is not _FAILURE
-                and outcome is not _SLOW
-                and not m.failures
-                and self._window is None
+            self._ended += 1
+            if outcome is _FAILURE:
+                self._n_failure += 1
+            elif outcome is _SLOW:
+                self._n_slow += 1
+            elif outcome is _TIMEOUT:
+                self._n_timeout += 1
+            elif outcome is _EXCLUDED:
+                self._n_excluded += 1
+            else:
+                self._n_cancelled += 1
+        if not counts or (
+            era.state is CLOSED
+            and (
+                outcome is _CANCELLED
+                or (
+                    outcome is not _FAILURE
+                    and outcome is not _SLOW
+                    and outcome is not _TIMEOUT
+                    and not m.failures
+                    and self._window is None
+                )
             )
         ):
+            if self._waiters:
+                self._hand_on()
             return error
         with _Critical(self):
             self._record(era, ticket, outcome, self._clock())
+            if self._waiters:
+                self._grant_waiters()
         return error
+
+    def _hand_on(self) -> None:
+        """A call ended while others wait for a slot: hand them what is free."""
+        with _Critical(self):
+            self._grant_waiters()
 
     def _record(self, era: Era | None, ticket: Ticket, outcome: Outcome, now: float) -> None:
         """Apply an outcome to the state machine and the window (lock held).
@@ -381,7 +551,7 @@ class Breaker:
         if era is not m.era:
             return  # stale (or stats only): a new era began while the call ran
         policy = self._policy
-        failed = outcome is _FAILURE or outcome is _SLOW
+        failed = outcome is _FAILURE or outcome is _SLOW or outcome is _TIMEOUT
         if era.state is CLOSED:
             if failed:
                 m.increment_counter()
@@ -412,6 +582,7 @@ class Breaker:
         mode = self._mode
         policy = self._policy
         window = self._window
+        limit = self._limit = 0 if mode is _DISABLED else policy.max_concurrent_calls
         fast = None
         timed = None
         if (
@@ -421,14 +592,20 @@ class Breaker:
             # Below the minimum calls with failures counted, a success may trip the
             # breaker (it completes the minimum): successes go the slow way until then.
             and not (window is not None and window.failures and window.calls < policy.minimum_calls)
+            # Callers waiting for a slot go first: newcomers queue behind them.
+            and not self._waiters
         ):
             slow = policy.slow_call_duration
-            if slow is None:
+            timeout = self._call_timeout()
+            if slow is None and not limit and timeout is None:
                 fast = era
             else:
+                slow_ = _INF if slow is None else slow
+                limit_ = limit or NO_LIMIT
                 timed = self._timed
-                if timed is None or timed.era is not era or timed.slow != slow:
-                    timed = Lane(era, slow)
+                if timed is None or not timed.fits(era, slow_, limit_, timeout):
+                    clocked = slow is not None or (timeout is not None and timeout < 0)
+                    timed = Lane(era, slow_, limit_, timeout, clocked)
         self._fast = fast
         self._timed = timed
         self._shut = era.started + m.period if era.state is OPEN and mode is _AUTO else _NEVER
@@ -482,7 +659,7 @@ class Breaker:
             m = self._m
             end = mode_end(policy, now, self._host.wall, mode_deadline)
             mode = policy.mode
-            if end is not None and (end.passed(now) or self._ended(end)):
+            if end is not None and (end.passed(now) or self._mode_ended(end)):
                 mode, end = _AUTO, None  # a mode that ended never comes back
                 policy = attrs.evolve(policy, mode=_AUTO, mode_until=None)
             self._policy = policy
@@ -494,8 +671,11 @@ class Breaker:
                 and m.successes >= policy.success_threshold
             ):
                 self._close(now)
+            if self._waiters:  # a raised limit (or none) lets waiters in at once
+                self._refresh()
+                self._grant_waiters()
 
-    def _ended(self, end: ModeEnd) -> bool:
+    def _mode_ended(self, end: ModeEnd) -> bool:
         gone = self._gone
         return gone is not None and gone.mode is end.mode and gone.when == end.when
 
@@ -564,20 +744,18 @@ class Breaker:
 
     def _calls(self) -> int:
         """Return how many calls the breaker has seen, for the provider's idle sweep."""
-        return (
-            self._ok
-            + self._n_failure
-            + self._n_slow
-            + self._n_excluded
-            + self._n_rejected
-            + self._n_cancelled
-        )
+        return self._admitted + self._n_rejected + self._n_bulkhead
 
     def _idle(self) -> bool:
         """Return whether dropping the breaker loses nothing: closed, nothing counted."""
         m = self._m
         window = self._window
-        return m.era.state is CLOSED and not m.failures and (window is None or not window.failures)
+        return (
+            m.era.state is CLOSED
+            and not m.failures
+            and (window is None or not window.failures)
+            and not self._in_flight()
+        )
 
     def _park(self) -> None:
         """Mark the breaker as set aside by its registry (which holds it weakly now)."""

@@ -23,7 +23,7 @@ class Guard:
     `enter` and `exit` itself.
     """
 
-    __slots__ = ("_breaker", "_exclude", "_failed", "_t0", "_ticket")
+    __slots__ = ("_breaker", "_deadline", "_exclude", "_failed", "_t0", "_ticket", "_tmo")
 
     def __init__(self, breaker: Breaker, exclude: Iterable[Any] = ()) -> None:
         self._breaker = breaker

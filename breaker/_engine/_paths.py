@@ -33,8 +33,9 @@ import textwrap
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from breaker._engine._limits import Deadline, within
 from breaker._engine._recording import judge
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import BreakerOpenError, RejectedError
 from breaker._state import State
 
 _log = logging.getLogger("breaker")
@@ -44,17 +45,22 @@ DONE: Any = object()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Admission: produces ``ticket`` and ``t0`` (and, in async code, ``tmo``: the timeout).
+# A lane's limit is the largest int when the policy sets none, so the check always passes.
 _ADMIT = """
 ticket = brk._fast
 if ticket is not None:
+    brk._admitted += 1
     t0 = 0.0
+    {plain_timeout}
 else:
     ticket = brk._timed
-    if ticket is not None:
-        t0 = brk._clock()
+    if ticket is not None and brk._admitted - brk._ok - brk._ended < ticket.limit:
+        brk._admitted += 1
+        t0 = brk._clock() if ticket.clocked else 0.0
+        {lane_timeout}
     else:
-        {admit}
-        t0 = 0.0
+        {slow}
 """
 
 # What an open breaker's rejection costs is an outage's hot path: it raises here rather
@@ -65,16 +71,21 @@ t0 = brk._shut - brk._clock()
 if t0 > 0.0:
     brk._n_rejected += 1
     raise _Open(brk._name, _OPEN_STATE, t0)
-ticket = brk._admit()
+{admit}
 """
 
+# Settling a call that returned (``failed``: a failure_if verdict or record_failure()).
 _SETTLE_OK = """
 if {ok}ticket is brk._fast:
     brk._ok += 1
-elif {ok}ticket is brk._timed and brk._clock() - {t0} <= ticket.slow:
+elif (
+    {ok}ticket is brk._timed
+    and (not ticket.clocked or brk._clock() - {t0} <= ticket.slow)
+    and not brk._waiters
+):
     brk._ok += 1
 else:
-    brk._settle(ticket, None, {failed}, {excl}, {t0})
+    brk._settle(ticket, None, {failed}, {excl}, {t0}{tmo})
 """
 
 _CALL = """
@@ -103,6 +114,7 @@ def make():
         {admit}
         self._t0 = t0
         self._ticket = ticket
+        {deadline}
         return self
     return {name}
 """
@@ -117,6 +129,7 @@ def make():
             return False
         self._ticket = _DONE
         brk = self._breaker
+        {deadline}
         if exc is not None:
             {error}
         failed = self._failed
@@ -125,6 +138,17 @@ def make():
     return {name}
 """
 
+# In async code, a call's timeout: enforced (> 0), measured only (< 0: mode shadow), none.
+_ASYNC = {
+    "plain_timeout": "tmo = None",
+    "lane_timeout": "tmo = ticket.timeout",
+    "slow_timeout": """
+        tmo = brk._call_timeout()
+        t0 = brk._clock() if tmo is not None and tmo < 0 else 0.0
+        """,
+}
+_SYNC = {"plain_timeout": "", "lane_timeout": "", "slow_timeout": "t0 = 0.0"}
+
 
 def _indent(snippet: str, spaces: int) -> str:
     lines = textwrap.dedent(snippet).strip("\n").splitlines()
@@ -132,15 +156,35 @@ def _indent(snippet: str, spaces: int) -> str:
     return ("\n" + pad).join(lines)
 
 
+def _admission(is_async: bool, admit: str | None = None) -> str:
+    """Return the admission snippet; ``admit`` replaces the slow path's admit call."""
+    parts = _ASYNC if is_async else _SYNC
+    call = f"ticket = {'await brk._admit_async' if is_async else 'brk._admit'}()"
+    slow = _REJECT.format(admit=call) + "\n" + textwrap.dedent(parts["slow_timeout"])
+    return _ADMIT.format(
+        plain_timeout=parts["plain_timeout"],
+        lane_timeout=parts["lane_timeout"],
+        slow=_indent(admit.format(slow=_indent(slow, 4)) if admit else slow, 8),
+    )
+
+
+def _settling(*, is_async: bool, ok: str, failed: str, excl: str, t0: str, tmo: str) -> str:
+    return _SETTLE_OK.format(
+        ok=ok, failed=failed, excl=excl, t0=t0, tmo=f", {tmo}" if is_async else ""
+    )
+
+
 def _compile(source: str, name: str) -> Callable[..., Any]:
     source = "\n".join(line for line in source.splitlines() if line.strip()) + "\n"
     namespace: dict[str, Any] = {
-        "_Rejected": BreakerOpenError,
+        "_Rejected": RejectedError,
         "_Open": BreakerOpenError,
         "_OPEN_STATE": State.OPEN,
         "_judge": judge,
         "_fallback_args": _fallback_args,
         "_maybe_await": _maybe_await,
+        "_within": within,
+        "_Deadline": Deadline,
         "_DONE": DONE,
     }
     filename = f"<breaker fast path: {name}>"
@@ -176,32 +220,40 @@ def _call_factory(
         "wrapt": ("fn, instance, args, kwargs", "_fallback_args(instance, args)"),
         "closure": ("*args, **kwargs", "args"),
     }[shape]
-    call = f"{'await ' if is_async else ''}fn(*args, **kwargs)"
+    if is_async:
+        call = (
+            "await (fn(*args, **kwargs) if tmo is None or tmo < 0 "
+            "else _within(fn(*args, **kwargs), tmo, brk._name))"
+        )
+    else:
+        call = "fn(*args, **kwargs)"
     recover = f"fallback(exc, *{fallback_args}, **kwargs)"
     if is_async:
         recover = f"await _maybe_await({recover})"
+    tmo = ", tmo" if is_async else ""
     if fallback:
         admit = f"""
             try:
-                {_indent(_REJECT, 16)}
+                {{slow}}
             except _Rejected as exc:
                 return {recover}
             """
         error = f"""
-            if brk._settle(ticket, exc, False, excl, t0):
+            if brk._settle(ticket, exc, False, excl, t0{tmo}):
                 return {recover}
             """
     else:
-        admit = _REJECT
-        error = "brk._settle(ticket, exc, False, excl, t0)"
+        admit = None
+        error = f"brk._settle(ticket, exc, False, excl, t0{tmo})"
     judge = "failed = _judge(failure_if, result)\n" if failure_if else ""
     if warn:  # a plain function that returned an awaitable: say so, once
         judge += "if warn is not None:\n    warn(result)\n    warn = None\n"
     if lookup:
+        unguarded = "await fn(*args, **kwargs)" if is_async else "fn(*args, **kwargs)"
         head = f"""
             brk = lookup.get()
             if brk is None:
-                return {call}
+                return {unguarded}
             """
     else:
         head = "brk = self" if shape == "method" else ""
@@ -211,16 +263,18 @@ def _call_factory(
         params=params,
         rebind="nonlocal warn" if warn else "",
         lookup=_indent(head, 8),
-        admit=_indent(_ADMIT.format(admit=_indent(admit, 8)), 8),
+        admit=_indent(_admission(is_async, admit and textwrap.dedent(admit)), 8),
         call=call,
         error=_indent(error, 12),
         judge=_indent(judge, 8),
         settle=_indent(
-            _SETTLE_OK.format(
+            _settling(
+                is_async=is_async,
                 ok="not failed and " if failure_if else "",
                 failed="failed" if failure_if else "False",
                 excl="excl",
                 t0="t0",
+                tmo="tmo",
             ),
             8,
         ),
@@ -247,8 +301,33 @@ def wrapper_factory(
 
 def _guard_method(name: str) -> Callable[..., Any]:
     is_async = name.startswith("__a")
-    template = _GUARD_ENTER if "enter" in name else _GUARD_EXIT
-    settle = "brk._settle(ticket, exc, False, self._exclude, self._t0)"
+    tmo = ", self._tmo" if is_async else ""
+    settle = f"brk._settle(ticket, exc, False, self._exclude, self._t0{tmo})"
+    if "enter" in name:
+        template = _GUARD_ENTER
+        # An async block runs under its timeout: the deadline cancels the block's task.
+        deadline = (
+            """
+            self._tmo = tmo
+            self._deadline = _Deadline(brk._name, tmo) if tmo is not None and tmo > 0 else None
+            """
+            if is_async
+            else ""
+        )
+    else:
+        template = _GUARD_EXIT
+        deadline = (
+            """
+            deadline = self._deadline
+            if deadline is not None:
+                timed_out = deadline.finish(exc)
+                if timed_out is not None:
+                    brk._settle(ticket, timed_out, False, self._exclude, self._t0, self._tmo)
+                    raise timed_out from exc
+            """
+            if is_async
+            else ""
+        )
     if name == "exit":  # the drivers' exit: whether the exception counts as an error
         params, error = "self, exc=None", f"return {settle}"
     else:
@@ -257,11 +336,17 @@ def _guard_method(name: str) -> Callable[..., Any]:
         async_="async " if is_async else "",
         name=name,
         params=params,
-        admit=_indent(_ADMIT.format(admit=_indent(_REJECT, 8)), 8),
+        admit=_indent(_admission(is_async), 8),
+        deadline=_indent(deadline, 8),
         error=_indent(error, 12),
         settle=_indent(
-            _SETTLE_OK.format(
-                ok="not failed and ", failed="failed", excl="self._exclude", t0="self._t0"
+            _settling(
+                is_async=is_async,
+                ok="not failed and ",
+                failed="failed",
+                excl="self._exclude",
+                t0="self._t0",
+                tmo="self._tmo",
             ),
             8,
         ),

@@ -156,10 +156,30 @@ class Window:
 
 
 class Lane:
-    """A closed era as the timed fast path sees it: a success counts at once if not slow."""
+    """A closed era as the fast path sees it when calls need more than counting.
 
-    __slots__ = ("era", "slow")
+    A call is admitted at once while fewer than ``limit`` are in flight; ``clocked`` says
+    its start is read; a success counts at once if it took at most ``slow`` seconds.
+    ``timeout`` is an async call's timeout: positive, enforced; negative, measured only
+    (mode shadow); None, none.
+    """
 
-    def __init__(self, era: Era, slow: float) -> None:
+    __slots__ = ("clocked", "era", "limit", "slow", "timeout")
+
+    def __init__(
+        self, era: Era, slow: float, limit: int, timeout: float | None, clocked: bool
+    ) -> None:
         self.era = era
         self.slow = slow
+        self.limit = limit
+        self.timeout = timeout
+        self.clocked = clocked
+
+    def fits(self, era: Era, slow: float, limit: int, timeout: float | None) -> bool:
+        """Return whether this lane still describes ``era`` with these settings."""
+        return (
+            self.era is era
+            and self.slow == slow
+            and self.limit == limit
+            and self.timeout == timeout
+        )

@@ -1,0 +1,120 @@
+"""Load protection: callers waiting for a slot under ``maxConcurrentCalls``, and async timeouts.
+
+A breaker counts the calls it admitted and the calls that ended; the difference is the
+calls in flight, across threads and tasks. Beyond ``maxConcurrentCalls`` a caller waits
+up to ``maxWaitDuration`` for a slot: a thread blocks on a lock of its own, a task awaits
+a future of its own loop. A call that ends hands its slot to the first waiter, under the
+breaker's lock, so a slot is never both handed on and taken by a newcomer.
+
+An async call with a ``timeout`` runs under a `Deadline`: at the deadline its task is
+cancelled, and the cancellation that deadline caused (and only that one) becomes a
+`CallTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from breaker._exceptions import CallTimeoutError
+
+if TYPE_CHECKING:
+    import asyncio
+
+R = TypeVar("R")
+NO_LIMIT = sys.maxsize  # a lane's limit when the policy sets none
+
+
+class Waiter:
+    """A caller waiting for a slot; `grant` (breaker lock held) hands it one."""
+
+    __slots__ = ("_future", "_lock", "_loop", "granted")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.granted = False
+        self._loop = loop
+        if loop is None:
+            self._lock: threading.Lock | None = threading.Lock()
+            self._lock.acquire()
+            self._future: asyncio.Future[None] | None = None
+        else:
+            self._lock = None
+            self._future = loop.create_future()
+
+    def grant(self) -> None:
+        """Give the waiter its slot and wake it (the breaker's lock is held)."""
+        self.granted = True
+        if self._lock is not None:
+            self._lock.release()
+        else:
+            assert self._loop is not None and self._future is not None
+            self._loop.call_soon_threadsafe(_resolve, self._future)
+
+    def wait(self, timeout: float) -> None:
+        """Block the thread until granted or ``timeout`` seconds passed (read `granted`)."""
+        assert self._lock is not None
+        self._lock.acquire(timeout=timeout)
+
+    async def wait_async(self, timeout: float) -> None:
+        """Await until granted or ``timeout`` seconds passed (read `granted`)."""
+        import asyncio
+
+        assert self._future is not None
+        await asyncio.wait((self._future,), timeout=timeout)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Deadline:
+    """Cancel the running task after ``seconds``; say which cancellation that was."""
+
+    __slots__ = ("_fired", "_handle", "_task", "name", "seconds")
+
+    def __init__(self, name: str, seconds: float) -> None:
+        import asyncio  # (loaded by now: this runs inside a task)
+
+        self.name = name
+        self.seconds = seconds
+        self._fired = False
+        self._task = asyncio.current_task()
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+
+    def _fire(self) -> None:
+        if self._task is not None:
+            self._fired = True
+            self._task.cancel()
+
+    def finish(self, exc: BaseException | None) -> CallTimeoutError | None:
+        """Stop the timer; return the timeout error if ``exc`` is the cancellation it caused."""
+        import asyncio
+
+        self._handle.cancel()
+        if not self._fired or not isinstance(exc, asyncio.CancelledError):
+            return None
+        uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()  # the cancellation was ours: the task is not being cancelled any more
+        return CallTimeoutError(self.name, self.seconds)
+
+
+async def within(awaitable: Awaitable[R], seconds: float, name: str) -> R:
+    """Await ``awaitable``; cancel it after ``seconds`` and raise `CallTimeoutError` then."""
+    deadline = Deadline(name, seconds)
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        timed_out = deadline.finish(exc)
+        if timed_out is not None:
+            raise timed_out from exc
+        raise
+    deadline.finish(None)
+    return result
+
+
+SHADOW_TIMEOUT: Any = CallTimeoutError("(shadow)", 0.0)
+"""What a call in shadow mode that ran past its timeout is settled with (it is not raised)."""
