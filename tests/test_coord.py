@@ -502,9 +502,11 @@ class TestTxn:
     def test_deletes_checks_and_what_they_report(self, backend: Backend) -> None:
         coord: Any = backend.make()
         a, b, c = (backend.prefix + name for name in ("a", "b", "t/c"))
-        index = coord.txn([TxnOp.set(a, "1"), TxnOp.set(b, "2"), TxnOp.set(c, "3")]).entries[
-            0
-        ].modify_index
+        index = (
+            coord.txn([TxnOp.set(a, "1"), TxnOp.set(b, "2"), TxnOp.set(c, "3")])
+            .entries[0]
+            .modify_index
+        )
         session = coord.create_session(ttl=10)
 
         done = coord.txn(
