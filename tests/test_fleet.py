@@ -688,3 +688,78 @@ def test_a_storm_of_transitions_writes_once_a_second() -> None:
 
     assert flips >= 2900  # 30 s of 100 transitions a second
     assert 28 <= writes <= 31  # it keeps up, and never writes more than once a second
+
+
+def test_a_session_gone_at_write_time_is_replaced_at_once(fleet: Fleet) -> None:
+    clock = FakeClock()
+    coord = fleet.coord()
+    provider = fleet.provider("a", clock=clock, coord=coord)
+    settle(provider)
+    pub = publisher(provider)
+    lost = pub.session
+    assert lost is not None
+    coord.destroy_session(lost)
+
+    provider.get_breaker("payments")  # a write is due before the next renewal
+    clock.advance(1.0)
+
+    wait_until(lambda: "payments" in fleet.view()["breakers"])
+    assert pub.session not in (None, lost)
+
+
+def test_a_bug_in_rendering_is_logged_and_publishing_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    coord = breaker.MemoryCoord(clock=clock)
+    broken = [True]
+
+    def breakers() -> dict[str, Any]:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("render bug")
+        return {}
+
+    sleep = FakeSleep(clock, park_after=2)
+    pub = Publisher(
+        coord,
+        breakers,
+        service="checkout",
+        fleet_path=FLEET,
+        instance_id="a",
+        ttl=15,
+        clock=clock,
+        wall=clock.wall,
+        sleep=sleep,
+    )
+    assert repr(pub) == f"<fleet Publisher {RECORDS + 'a.json'!r} session=None>"
+    with caplog.at_level(logging.ERROR, logger="breaker.fleet"):
+        pub.start()
+        assert sleep.parked.wait(TIMEOUT)
+    pub.stop()
+
+    assert "publishing failed" in caplog.text and "render bug" in caplog.text
+    assert sleep.pauses[0] == 30.0  # the backoff's cap, then it tried again
+    assert pub.writes == 1
+
+
+def test_a_record_that_cannot_be_withdrawn_is_left_to_its_ttl(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    coord = breaker.MemoryCoord()
+    provider = breaker.new(
+        Config("checkout", PREFIX, fleet_path=FLEET, instance_id="a"), coord=coord
+    )
+    settle(provider)
+    pub = publisher(provider)
+
+    def refuse(session: str) -> None:
+        raise CoordError("Consul is away")
+
+    coord.destroy_session = refuse  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="breaker.fleet"):
+        provider.close()
+
+    assert "could not withdraw it (Consul is away)" in caplog.text
+    assert coord.get(RECORDS + "a.json") is not None
+    pub.join(0)  # joining a finished publisher is harmless

@@ -218,7 +218,11 @@ class MemoryCoord:
             self._expire()
             key = _key(key)
             self._index += 1
-            if self._unlock_key(self._index, key, _bytes(value), 0, session) is None:
+            try:
+                released = self._unlock_key(self._index, key, _bytes(value), 0, session)
+            except _Failed as exc:
+                raise CoordError(str(exc), condition="missing session") from None
+            if released is None:
                 return False
             self._deliver([key])
             return True

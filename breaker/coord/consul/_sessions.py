@@ -225,7 +225,7 @@ def _entry(raw: Mapping[str, Any]) -> KVEntry:
         raise ValueError("Key")
     return KVEntry(
         key=raw["Key"],
-        value=None if value is None else base64.b64decode(value),
+        value=None if value is None else base64.b64decode(value, validate=True),
         modify_index=int(raw.get("ModifyIndex", 0)),
         create_index=int(raw.get("CreateIndex", 0)),
         flags=int(raw.get("Flags", 0)),
