@@ -423,6 +423,15 @@ class Provider:
             "breakers": breakers,
         }
 
+    @property
+    def instance_id(self) -> str:
+        """Return this process's name in the fleet: ``Config.instance_id``, else
+        ``"<hostname>-<pid>"`` (a forked child's publisher names itself anew)."""
+        fleet = self._resources.fleet
+        if fleet is not None:
+            return fleet.instance_id
+        return self._config.instance_id or _fleet.default_instance_id()
+
     def fleet(self, name: str | None = None) -> dict[str, Any]:
         """Return the fleet view of this service, read from the coord now.
 

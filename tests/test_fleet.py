@@ -763,3 +763,14 @@ def test_a_record_that_cannot_be_withdrawn_is_left_to_its_ttl(
     assert "could not withdraw it (Consul is away)" in caplog.text
     assert coord.get(RECORDS + "a.json") is not None
     pub.join(0)  # joining a finished publisher is harmless
+
+
+def test_the_provider_knows_its_instance_id() -> None:
+    coord = breaker.MemoryCoord()
+    with breaker.new(Config("checkout", PREFIX), coord=coord) as plain:
+        assert plain.instance_id == default_instance_id()
+    with breaker.new(Config("checkout", PREFIX, instance_id="web-1"), coord=coord) as named:
+        assert named.instance_id == "web-1"
+    config = Config("checkout", PREFIX, fleet_path=FLEET)
+    with breaker.new(config, coord=breaker.MemoryCoord()) as publishing:
+        assert publishing.instance_id == default_instance_id()
