@@ -74,7 +74,7 @@ MIN_FLEET_TTL = 10.0
 MAX_FLEET_TTL = 86400.0
 MIN_WRITE_INTERVAL = 1.0
 """A record is written at most once per this many seconds, however many transitions."""
-STOP_TIMEOUT = 1.0
+STOP_TIMEOUT = 0.5
 """How long ``close()`` waits for the publisher to withdraw its record."""
 _FAKE_CLOCK_POLL = 0.05
 _STATES = tuple(state.value for state in State)
@@ -135,15 +135,19 @@ def check_fleet_config(
 # -- the view ------------------------------------------------------------------------------
 
 
-def parse_records(snapshot: Mapping[str, bytes]) -> list[dict[str, Any]]:
-    """Return the valid records in ``snapshot`` (keys ending ``.json``), by instance.
+def parse_records(snapshot: Mapping[str, bytes], prefix: str | None = None) -> list[dict[str, Any]]:
+    """Return the valid records in ``snapshot``, by instance: ``<prefix><instance>.json``.
 
-    A record that is not JSON, or not shaped as a record, is skipped with one log line
-    naming its key and the problem.
+    Keys not ending ``.json``, and with ``prefix`` keys deeper under it (another service
+    whose name starts with this one's and a ``/``), are not records. A record that is
+    not JSON, or not shaped as a record, is skipped with one log line naming its key and
+    the problem.
     """
     records = []
     for key, raw in sorted(snapshot.items()):
         if not key.endswith(".json"):
+            continue
+        if prefix is not None and (not key.startswith(prefix) or "/" in key[len(prefix) :]):
             continue
         try:
             record = json.loads(raw)

@@ -442,7 +442,7 @@ class Provider:
         if self._config.fleet_path is None:
             raise ValueError("Provider.fleet: this provider has no Config.fleet_path")
         prefix = _fleet.fleet_prefix(self._config.fleet_path, self._config.service_name)
-        return _fleet.fleet_view(_fleet.parse_records(self._coord.load(prefix)), name)
+        return _fleet.fleet_view(_fleet.parse_records(self._coord.load(prefix), prefix), name)
 
     def close(self) -> None:
         """Stop watching the coord and close it; breakers keep working with their last policy."""

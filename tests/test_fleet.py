@@ -80,7 +80,7 @@ class Fleet:
     def view(self, name: str | None = None) -> dict[str, Any]:
         reader = self.coord()
         try:
-            return fleet_view(parse_records(reader.load(RECORDS)), name)
+            return fleet_view(parse_records(reader.load(RECORDS), RECORDS), name)
         finally:
             if self.memory is None:
                 reader.close()
@@ -522,6 +522,8 @@ def test_bad_records_are_skipped_with_one_line_each(caplog: pytest.LogCaptureFix
     snapshot = {
         RECORDS + "a.json": json.dumps(good).encode(),
         RECORDS + "notes.txt": b"ignored",
+        RECORDS + "eu/z.json": b"another service's, checkout/eu",
+        "elsewhere/y.json": b"not under the prefix",
         RECORDS + "b.json": b"{oops",
         RECORDS + "c.json": b"[]",
         RECORDS + "d.json": json.dumps({"breakers": {}}).encode(),
@@ -535,7 +537,8 @@ def test_bad_records_are_skipped_with_one_line_each(caplog: pytest.LogCaptureFix
     }
 
     with caplog.at_level(logging.WARNING, logger="breaker.fleet"):
-        assert parse_records(snapshot) == [good]
+        assert parse_records(snapshot, RECORDS) == [good]
+    assert parse_records({RECORDS + "a.json": snapshot[RECORDS + "a.json"]}) == [good]
 
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 6
