@@ -26,8 +26,7 @@ The record (``version`` 1)::
           "since": "2026-01-01T09:04:58Z",       # when it entered that state
           "mode_since": "2026-01-01T09:00:00Z",  # when it entered that mode
           "policy": {...},              # the effective policy, as Policy.to_dict()
-          "calls": {"success": 120, "failure": 5, "slow": 0, "excluded": 0,
-                    "rejected": 37, "cancelled": 0}
+          "calls": {"success": 120, "failure": 5, ...}  # Breaker.stats().calls
         }
       }
     }
