@@ -567,6 +567,62 @@ def _memory_provider() -> Any:
     return breaker.new(breaker.Config("bench", "bench/breakers/"), coord=breaker.MemoryCoord())
 
 
+# -- 5b: the fleet's load on Consul (benchmarks/fleet.py) --------------------------------------
+
+
+def fleet(report: Report, smoke: bool) -> None:
+    import fleet as measured  # benchmarks/fleet.py
+
+    numbers = measured.run(smoke)
+    rows = report.section("Fleet: one instance's record in Consul (fleet_ttl 15 s)")
+    idle = numbers["idle"]
+    report.add(
+        rows,
+        "idle: requests per instance per minute",
+        f"{idle['total']:.2f}",
+        f"{idle['renew']:.2f} renewals, {idle['write']:.2f} writes, {idle['create']:.2f} "
+        "session creations (simulated minutes on the stand-in)",
+    )
+    report.add(
+        rows,
+        "idle: policy watcher, for comparison",
+        f"{60 / 55:.2f}",
+        "one blocking query per 55 s wait (not measured here)",
+    )
+    storm = numbers["storm"]
+    report.add(
+        rows,
+        f"storm of {storm['transitions/s']:.0f} transitions/s: record writes per second",
+        f"{storm['writes/s']:.2f}",
+        f"{storm['writes']:.0f} writes, real time",
+    )
+    trip, busy = numbers["trip"], numbers["trip-busy"]
+    report.add(
+        rows,
+        "trip -> Provider.fleet() shows it, after a quiet second: p50",
+        ms(trip["p50"]),
+        f"max {ms(trip['max'])}",
+    )
+    report.add(
+        rows,
+        "trip -> Provider.fleet() shows it, changes 0.3 s apart: p50",
+        ms(busy["p50"]),
+        f"max {ms(busy['max'])}; at most one write a second",
+    )
+    report.target(
+        "idle fleet load <= 1 renewal per fleet_ttl/2",
+        f"{idle['renew']:.2f}/min",
+        idle["renew"] <= 8.0,
+    )
+    report.target(
+        "record writes <= 1/s under 100 transitions/s",
+        f"{storm['writes/s']:.2f}/s",
+        storm["writes"] <= storm["seconds"] + 1,  # one a second, and one at the window's edge
+    )
+    worst = max(trip["max"], busy["max"])
+    report.target("trip shows in the fleet view within 2 s", ms(worst), worst <= 2.0)
+
+
 # -- 6: import time (benchmarks/importtime.py) ------------------------------------------------
 
 
@@ -643,7 +699,7 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="sections: paths threads tasks propagation change scale import",
+        help="sections: paths threads tasks propagation change scale fleet import",
     )
     args = parser.parse_args()
     logging.getLogger("breaker").setLevel(logging.ERROR)
@@ -655,6 +711,7 @@ def main() -> None:
         "propagation": propagation,
         "change": change_cost,
         "scale": scale,
+        "fleet": fleet,
         "import": import_time,
     }
     for name, run in sections.items():

@@ -4,7 +4,8 @@ Objects register here; before a fork their locks are taken, in registration leve
 (coords before providers, as a coord's delivery takes the provider's locks), so no
 other thread is half-way through an update when the process is copied. The parent
 then releases them; the child replaces them with fresh ones and restarts what a fork
-cannot copy (threads).
+cannot copy (threads), level by level: fleet publishers last, so the thread a child's
+publisher starts finds every provider's and breaker's lock fresh.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Protocol
 
 COORD = 0
 PROVIDER = 1
+FLEET = 2
 
 
 class ForkAware(Protocol):
@@ -28,13 +30,17 @@ class ForkAware(Protocol):
     def _fork_reset(self) -> None: ...
 
 
-_levels: tuple[weakref.WeakSet[ForkAware], ...] = (weakref.WeakSet(), weakref.WeakSet())
+_levels: tuple[weakref.WeakSet[ForkAware], ...] = (
+    weakref.WeakSet(),
+    weakref.WeakSet(),
+    weakref.WeakSet(),
+)
 _guard = threading.Lock()
 _held: list[ForkAware] = []
 
 
 def register(obj: ForkAware, level: int) -> None:
-    """Take part in fork handling at ``level`` (`COORD` or `PROVIDER`)."""
+    """Take part in fork handling at ``level`` (`COORD`, `PROVIDER` or `FLEET`)."""
     with _guard:
         _levels[level].add(obj)
 

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import attrs
 
-from breaker import _fork
+from breaker import _fleet, _fork
 from breaker._decorators import (
     AsyncCircuitDecorator,
     CircuitDecorator,
@@ -30,7 +30,7 @@ from breaker._layers import Layers, Resolution
 from breaker._names import DEFAULT_DOCUMENT, check_name, policy_name
 from breaker._policy import Policy, format_timestamp
 from breaker._state import State, StateChange
-from breaker.coord._base import Coord, CoordHealth, Snapshot, Watch
+from breaker.coord._base import Coord, CoordHealth, SessionCoord, Snapshot, Watch
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,10 +61,25 @@ def _key_path(instance: object, attribute: attrs.Attribute[str], value: object) 
 
 @attrs.frozen
 class Config:
-    """Who the provider serves and where its policies live (``<policies_path><name>.json``)."""
+    """Who the provider serves and where its policies live (``<policies_path><name>.json``).
+
+    With ``fleet_path`` the provider also publishes its breakers' state at
+    ``<fleet_path><service_name>/<instance_id>.json``, held by a Consul session of TTL
+    ``fleet_ttl`` seconds (10 or more); ``instance_id`` defaults to ``"<hostname>-<pid>"``
+    (a forked child derives its own). The fleet path must not be at or under
+    ``policies_path``: the policy watcher must never see fleet writes.
+    """
 
     service_name: str = attrs.field(validator=_non_empty)
     policies_path: str = attrs.field(validator=_key_path)
+    fleet_path: str | None = attrs.field(default=None, kw_only=True)
+    instance_id: str | None = attrs.field(default=None, kw_only=True)
+    fleet_ttl: float = attrs.field(default=_fleet.DEFAULT_FLEET_TTL, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        _fleet.check_fleet_config(
+            self.service_name, self.prefix, self.fleet_path, self.instance_id, self.fleet_ttl
+        )
 
     @property
     def prefix(self) -> str:
@@ -75,18 +90,23 @@ class Config:
 class _Resources:
     """What a provider must release: shared with its finalizer, which cannot hold the provider."""
 
-    __slots__ = ("coord", "watch")
+    __slots__ = ("coord", "fleet", "watch")
 
     def __init__(self, coord: Coord) -> None:
         self.coord = coord
         self.watch: Watch | None = None
+        self.fleet: _fleet.Publisher | None = None
 
     def close(self) -> None:
         try:
+            if self.fleet is not None:
+                self.fleet.stop()  # withdraws the record while the coord is still open
             if self.watch is not None:
                 self.watch.stop()
         finally:
             self.coord.close()
+            if self.fleet is not None:
+                self.fleet.join(_fleet.STOP_TIMEOUT)  # the coord cut what it was waiting for
 
 
 def _collect_unclosed(resources: _Resources, service: str) -> None:
@@ -237,6 +257,7 @@ class Provider:
         if brk is not None:
             return brk
         check_name(name, "get_breaker")
+        created = False
         with self._lock:
             brk = self._breakers.get(name)
             if brk is None:
@@ -252,10 +273,14 @@ class Provider:
                         mode_deadline=found.mode_deadline,
                     )
                     self._created_since_sweep += 1
+                    created = True
                 self._breakers[name] = brk
                 if len(self._breakers) > self._max_breakers:
                     self._sweep()
         self._host.deliver()  # what a new breaker's mode did, with no lock held
+        fleet = self._resources.fleet
+        if created and fleet is not None:
+            fleet.changed()  # a new breaker joins the record
         return brk
 
     def breakers(self) -> Mapping[str, Breaker]:
@@ -398,6 +423,27 @@ class Provider:
             "breakers": breakers,
         }
 
+    @property
+    def instance_id(self) -> str:
+        """Return this process's name in the fleet: ``Config.instance_id``, else
+        ``"<hostname>-<pid>"`` (a forked child's publisher names itself anew)."""
+        fleet = self._resources.fleet
+        if fleet is not None:
+            return fleet.instance_id
+        return self._config.instance_id or _fleet.default_instance_id()
+
+    def fleet(self, name: str | None = None) -> dict[str, Any]:
+        """Return the fleet view of this service, read from the coord now.
+
+        ``{"instances": [ids], "breakers": {name: {"closed": [ids], "open": [ids],
+        "half-open": [ids], "modes": {mode: [ids]}}}}``, limited to breaker ``name`` when
+        given. Needs ``Config.fleet_path``; raise `CoordError` if the coord cannot answer.
+        """
+        if self._config.fleet_path is None:
+            raise ValueError("Provider.fleet: this provider has no Config.fleet_path")
+        prefix = _fleet.fleet_prefix(self._config.fleet_path, self._config.service_name)
+        return _fleet.fleet_view(_fleet.parse_records(self._coord.load(prefix), prefix), name)
+
     def close(self) -> None:
         """Stop watching the coord and close it; breakers keep working with their last policy."""
         if self._closed:
@@ -441,12 +487,34 @@ class Provider:
         else:
             self._apply(snapshot)
         self._resources.watch = self._coord.watch(self._prefix, _weak_apply(weakref.ref(self)))
+        config = self._config
+        if config.fleet_path is not None:
+            if not isinstance(self._coord, SessionCoord):
+                raise TypeError(
+                    f"Config.fleet_path needs a coord with sessions (breaker.coord.SessionCoord, "
+                    f"as MemoryCoord and ConsulCoord are), got {type(self._coord).__name__}"
+                )
+            publisher = _fleet.Publisher(
+                self._coord,
+                self.breakers,
+                service=config.service_name,
+                fleet_path=config.fleet_path,
+                instance_id=config.instance_id,
+                ttl=config.fleet_ttl,
+                clock=self._clock,
+                wall=self._wall,
+            )
+            self._resources.fleet = publisher
+            publisher.start()
 
     def _apply(self, snapshot: Snapshot) -> None:
         """Apply a coord snapshot: parse what changed, swap the mapping, update live breakers."""
         with self._update_lock:
             self._apply_locked(snapshot)
         self._host.deliver()  # listeners run with no provider lock held
+        fleet = self._resources.fleet
+        if fleet is not None:
+            fleet.changed()  # a mode or a policy may have changed: the record shows both
 
     def _apply_locked(self, snapshot: Snapshot) -> None:
         relayered, names = self._layers.update(snapshot)
@@ -486,6 +554,9 @@ class Provider:
                 "new_state": new.value,
             },
         )
+        fleet = self._resources.fleet
+        if fleet is not None:
+            fleet.changed(brk.name)
         listeners = self._listeners
         if listeners:
             event = StateChange(service_name=service, breaker=brk.name, old=old, new=new)

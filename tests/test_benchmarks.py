@@ -22,6 +22,6 @@ def test_benchmarks_run_in_smoke_mode() -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sections = ("Peers and floors", "Every way in", "Concurrency", "Propagation", "Scale")
-    for section in (*sections, "Per-change cost"):
+    for section in (*sections, "Per-change cost", "Fleet"):
         assert f"== {section}" in result.stdout
     assert "== Targets" in result.stdout

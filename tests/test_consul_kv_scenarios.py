@@ -7,122 +7,25 @@ test builds. They run against the embedded stand-in, and unchanged against a rea
 ``session:write`` under ``breaker-tests/``): every key lives under the test's own
 ``consul_prefix``, where the Go tests use the root.
 
-Not translated: ``TestAPI_KVClientTxn`` (``/v1/txn``, which the stand-in does not serve and
-the breaker does not use). The lock scenarios need sessions, which the stand-in does not
-have either: they run against a real agent only. Consul 1.22's key validation is checked by
+``TestAPI_KVClientTxn`` is translated with the other transaction scenarios in
+``tests/test_consul_txn_scenarios.py``. Consul 1.22's key validation is checked by
 ``tests/testing_server/test_kv.py``, against either server too.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 import pytest
-import requests
+
+from .consul_api import Agent, fresh_key, wait_until_blocked
 
 if TYPE_CHECKING:
     # Imported for real by the root conftest's pytest_plugins; importing it here first would
     # stop pytest from rewriting its asserts.
     from breaker.testing.pytest_plugin import ConsulHandle
-
-needs_sessions = pytest.mark.skipif(
-    not os.environ.get("CONSUL_HTTP_ADDR"),
-    reason="needs sessions, which the embedded stand-in does not have",
-)
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: requests.structures.CaseInsensitiveDict[str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def index(self) -> int:
-        """Return X-Consul-Index, checked as Go's ``assertIndex`` does (present, not 0)."""
-        value = self.headers.get("X-Consul-Index")
-        assert value, "Missing index"
-        assert int(value) != 0, "Bad index"
-        return int(value)
-
-
-@dataclass(frozen=True)
-class Pair:
-    key: str
-    value: bytes
-    flags: int
-    lock_index: int
-    session: str
-    modify_index: int
-
-    @classmethod
-    def of(cls, entry: dict[str, Any]) -> Pair:
-        return cls(
-            key=entry["Key"],
-            value=base64.b64decode(entry["Value"] or ""),
-            flags=entry["Flags"],
-            lock_index=entry["LockIndex"],
-            session=entry.get("Session") or "",
-            modify_index=entry["ModifyIndex"],
-        )
-
-
-class Agent:
-    """The HTTP requests Consul's Go API client (``api/kv.go``) makes, and raw ones."""
-
-    def __init__(self, handle: ConsulHandle) -> None:
-        self.handle = handle
-        self.session = requests.Session()
-        self.session.trust_env = False
-        if handle.token:
-            self.session.headers["X-Consul-Token"] = handle.token
-
-    def request(self, method: str, target: str, body: bytes | None = None) -> Answer:
-        response = self.session.request(
-            method, self.handle.url + target, data=body, timeout=30, allow_redirects=False
-        )
-        return Answer(response.status_code, response.headers, response.content)
-
-    def kv(self, method: str, key: str, query: str = "", body: bytes | None = None) -> Answer:
-        target = "/v1/kv/" + quote(key, safe="/") + (f"?{query}" if query else "")
-        return self.request(method, target, body)
-
-    def get(self, key: str, query: str = "") -> tuple[Pair | None, Answer]:
-        answer = self.kv("GET", key, query)
-        assert answer.status in (200, 404), answer
-        return (Pair.of(answer.json()[0]) if answer.status == 200 else None), answer
-
-    def list(self, prefix: str, query: str = "") -> tuple[list[Pair], Answer]:
-        answer = self.kv("GET", prefix, "recurse" + (f"&{query}" if query else ""))
-        assert answer.status in (200, 404), answer
-        return ([Pair.of(e) for e in answer.json()] if answer.status == 200 else []), answer
-
-    def keys(self, prefix: str, separator: str = "") -> tuple[list[str], Answer]:
-        answer = self.kv("GET", prefix, "keys" + (f"&separator={separator}" if separator else ""))
-        assert answer.status in (200, 404), answer
-        return (answer.json() if answer.status == 200 else []), answer
-
-    def put(self, key: str, value: bytes, query: str = "") -> bool:
-        answer = self.kv("PUT", key, query, value)
-        assert answer.status == 200, answer
-        return bool(answer.json())
-
-    def delete(self, key: str, query: str = "") -> bool:
-        answer = self.kv("DELETE", key, query)
-        assert answer.status == 200, answer
-        return bool(answer.json())
 
 
 @pytest.fixture
@@ -144,20 +47,6 @@ def watcher(consul: ConsulHandle) -> Iterator[Agent]:
 def pool() -> Iterator[ThreadPoolExecutor]:
     with ThreadPoolExecutor(max_workers=2) as executor:
         yield executor
-
-
-def wait_until_blocked(consul: ConsulHandle) -> None:
-    """On the stand-in, wait until the query is parked; a real agent cannot tell."""
-    server = consul.server
-    deadline = time.monotonic() + 10
-    while server is not None and server.blocking_queries == 0:
-        assert time.monotonic() < deadline, "the blocking query never blocked"
-        time.sleep(0.001)
-
-
-def fresh_key() -> str:
-    """Return a new key name, as Go's ``testKey()``."""
-    return uuid.uuid4().hex
 
 
 # -- api/kv_test.go ----------------------------------------------------------------------
@@ -301,10 +190,9 @@ def test_api_client_keys_delete_recurse(agent: Agent, consul_prefix: str) -> Non
     assert out == []
 
 
-@needs_sessions
 def test_api_client_acquire_release(agent: Agent, consul_prefix: str) -> None:
     """TestAPI_ClientAcquireRelease."""
-    session = create_session(agent)
+    session = agent.create_session_no_checks()
     try:
         key = consul_prefix + fresh_key()
         assert agent.put(key, b"test", f"acquire={session}")
@@ -322,13 +210,6 @@ def test_api_client_acquire_release(agent: Agent, consul_prefix: str) -> None:
         assert meta.index != 0
     finally:
         agent.request("PUT", f"/v1/session/destroy/{session}")
-
-
-def create_session(agent: Agent) -> str:
-    """Create a session with no health checks, as the Go client's ``CreateNoChecks``."""
-    answer = agent.request("PUT", "/v1/session/create", b'{"NodeChecks": []}')
-    assert answer.status == 200, answer
-    return str(answer.json()["ID"])
 
 
 # -- agent/kvs_endpoint_test.go ----------------------------------------------------------
@@ -407,10 +288,9 @@ def test_kvs_endpoint_list_keys(agent: Agent, consul_prefix: str) -> None:
     assert answer.json() == [consul_prefix + key for key in ["bar", "baz", "foo/", "zip"]]
 
 
-@needs_sessions
 def test_kvs_endpoint_acquire_release(agent: Agent, consul_prefix: str) -> None:
     """TestKVSEndpoint_AcquireRelease."""
-    session = create_session(agent)
+    session = agent.create_session_no_checks()
     key = consul_prefix + "test"
     try:
         assert agent.put(key, b"", f"acquire={session}")

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 import breaker
-from breaker import Config, Policy, State
-from breaker.coord import Coord, Snapshot
+from breaker import Config, CoordError, Policy, State
+from breaker.coord import Coord, KVEntry, SessionCoord, Snapshot, TxnCoord, TxnOp
+from breaker.testing import ConsulServer, FakeClock
 from breaker.testing.pytest_plugin import ConsulHandle
 
 TIMEOUT = 10.0
@@ -301,3 +302,249 @@ class TestMemoryCoordDetails:
         assert heard[-1] == {"a/x.json": b"{}"}
         assert "coord watcher of 'a/' failed" in caplog.text and "watcher bug" in caplog.text
         coord.close()
+
+
+# -- sessions and transactions: the optional capabilities ----------------------------------
+
+
+class Timed:
+    """A coord with sessions and transactions whose clock the test moves, and its store."""
+
+    def __init__(self, make: Callable[[], Any], clock: FakeClock, prefix: str) -> None:
+        self.make = make
+        self.clock = clock
+        self.prefix = prefix
+
+
+@pytest.fixture(params=["memory", "consul"])
+def timed(request: pytest.FixtureRequest) -> Iterator[Timed]:
+    """Both coords on a clock the test moves: memory, or the stand-in (never a real agent,
+    whose clock no test can move)."""
+    clock = FakeClock()
+    prefix = "fleet/checkout/"
+    if request.param == "memory":
+        store = breaker.MemoryCoord(clock=clock)
+        yield Timed(lambda: store, clock, prefix)
+        return
+    with ConsulServer(jitter=False, clock=clock) as server:
+        made: list[breaker.ConsulCoord] = []
+
+        def make() -> breaker.ConsulCoord:
+            made.append(breaker.ConsulCoord(server.addr, wait=5, timeout=2))
+            return made[-1]
+
+        yield Timed(make, clock, prefix)
+        for coord in made:
+            coord.close()
+
+
+def entry_of(coord: Any, key: str) -> KVEntry | None:
+    result = coord.txn([TxnOp.get_tree(key)])
+    assert result.ok
+    found = [entry for entry in result.entries if entry.key == key]
+    return found[0] if found else None
+
+
+class TestSessions:
+    def test_both_coords_have_the_capabilities(self, backend: Backend) -> None:
+        coord = backend.make()
+        assert isinstance(coord, SessionCoord)
+        assert isinstance(coord, TxnCoord)
+
+    def test_acquire_holds_a_key_and_release_lets_go(self, backend: Backend) -> None:
+        coord: Any = backend.make()
+        key = backend.prefix + "lock"
+        mine = coord.create_session(ttl=30, lock_delay=0)
+        theirs = coord.create_session(ttl=30)
+
+        assert coord.acquire(key, "a", mine) is True
+        assert coord.acquire(key, "b", mine) is True  # held already: the same lock
+        assert coord.acquire(key, "c", theirs) is False
+        assert coord.release(key, "d", theirs) is False
+        held = entry_of(coord, key)
+        assert held is not None
+        assert (held.session, held.lock_index, held.value) == (mine, 1, b"b")
+
+        assert coord.release("/" + key, "e", mine) is True
+        released = entry_of(coord, key)
+        assert released is not None and (released.session, released.value) == (None, b"e")
+        assert coord.acquire(key, "f", theirs) is True
+        again = entry_of(coord, key)
+        assert again is not None and (again.session, again.lock_index) == (theirs, 2)
+        for session in (mine, theirs):
+            coord.destroy_session(session)
+
+    def test_destroy_deletes_or_releases_and_watchers_hear(self, backend: Backend) -> None:
+        coord: Any = backend.make()
+        doomed, kept = backend.prefix + "doomed", backend.prefix + "kept"
+        deleting = coord.create_session(ttl=30, behavior="delete", lock_delay=0)
+        releasing = coord.create_session(ttl=30, behavior="release", lock_delay=0)
+        assert coord.acquire(doomed, "x", deleting) and coord.acquire(kept, "y", releasing)
+        got = Snapshots()
+        watch = coord.watch(backend.prefix, got)
+        assert got.next() == {doomed: b"x", kept: b"y"}
+
+        coord.destroy_session(deleting)
+        coord.destroy_session(releasing)
+        coord.destroy_session(deleting)  # again: nothing happens
+
+        assert got.until(lambda s: doomed not in s) == {kept: b"y"}
+        released = entry_of(coord, kept)
+        assert released is not None and released.session is None
+        assert coord.renew_session(deleting) is False
+        watch.stop()
+
+    def test_renew_and_unknown_sessions(self, backend: Backend) -> None:
+        coord: Any = backend.make()
+        session = coord.create_session(ttl=10, name="breaker-fleet")
+        assert coord.renew_session(session) is True
+        unknown = "adf4238a-882b-9ddc-4a9d-5b6758e4159e"
+        assert coord.renew_session(unknown) is False
+        with pytest.raises(CoordError, match="invalid session"):
+            coord.acquire(backend.prefix + "k", "v", unknown)
+        coord.destroy_session(session)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"ttl": 5}, "TTL"),
+            ({"ttl": 86401}, "TTL"),
+            ({"ttl": 10, "behavior": "keep"}, "behavior"),
+            ({"ttl": 10, "lock_delay": -1}, "lock_delay"),
+        ],
+    )
+    def test_what_consul_refuses_is_a_value_error(
+        self, backend: Backend, kwargs: dict[str, Any], match: str
+    ) -> None:
+        with pytest.raises(ValueError, match=match):
+            backend.make().create_session(**kwargs)  # type: ignore[attr-defined]
+
+    def test_a_session_ends_twice_its_ttl_after_its_last_renewal(self, timed: Timed) -> None:
+        coord: Any = timed.make()
+        key = timed.prefix + "me.json"
+        session = coord.create_session(ttl=10, behavior="delete", lock_delay=0)
+        assert coord.acquire(key, "{}", session)
+        got = Snapshots()
+        watch = coord.watch(timed.prefix, got)
+        assert got.next() == {key: b"{}"}
+
+        timed.clock.advance(19)
+        assert coord.renew_session(session) is True
+        timed.clock.advance(19)
+        assert coord.load(timed.prefix) == {key: b"{}"}
+        timed.clock.advance(1)
+
+        assert coord.load(timed.prefix) == {}
+        assert got.until(lambda s: not s) == {}
+        assert coord.renew_session(session) is False
+        watch.stop()
+
+    def test_a_released_key_waits_out_the_lock_delay(self, timed: Timed) -> None:
+        coord: Any = timed.make()
+        key = timed.prefix + "lock"
+        first = coord.create_session(ttl=0, lock_delay=5)
+        second = coord.create_session(ttl=0)
+        assert coord.acquire(key, "a", first)
+        coord.destroy_session(first)
+
+        assert coord.acquire(key, "b", second) is False
+        locked = coord.txn([TxnOp.lock(key, "b", second)])
+        assert not locked and "lock delay" in locked.errors[0].what
+        timed.clock.advance(5)
+        assert coord.acquire(key, "b", second) is True
+
+
+class TestTxn:
+    def test_writes_apply_together_and_report_entries(self, backend: Backend) -> None:
+        coord: Any = backend.make()
+        doc, history = backend.prefix + "payments.json", backend.prefix + "h/1"
+        got = Snapshots()
+        watch = coord.watch(backend.prefix, got)
+        assert got.next() == {}
+
+        created = coord.txn([TxnOp.cas(doc, "v1", 0), TxnOp.set(history, b"first")])
+
+        assert created and created.errors == ()
+        written, entry = created.entries
+        assert (written.key, written.value, written.session) == (doc, None, None)
+        assert written.modify_index == written.create_index == entry.modify_index > 0
+        assert got.until(lambda s: len(s) == 2) == {doc: b"v1", history: b"first"}
+
+        index = written.modify_index
+        read = coord.txn([TxnOp.check_index(doc, index), TxnOp.get(doc), TxnOp.get_tree(doc)])
+        assert read.ok
+        checked, value, tree = read.entries
+        assert (checked.value, value.value, tree.key) == (None, b"v1", doc)
+        watch.stop()
+
+    def test_a_failed_check_applies_nothing_and_says_why(self, backend: Backend) -> None:
+        coord: Any = backend.make()
+        doc, history = backend.prefix + "payments.json", backend.prefix + "h/2"
+        first = coord.txn([TxnOp.set(doc, "v1")])
+        index = first.entries[0].modify_index
+
+        lost = coord.txn(
+            [
+                TxnOp.cas(doc, "v2", index + 1000),
+                TxnOp.set(history, "entry"),
+                TxnOp.check_not_exists(doc),
+            ]
+        )
+
+        assert not lost and lost.entries == ()
+        assert lost.errors[0].op_index == 0
+        assert "index is stale" in lost.errors[0].what
+        # ConsulCoord reads the errors that fit in the 200 characters its transport keeps.
+        assert [e.op_index for e in lost.errors] == [0, 2]
+        assert "exists" in lost.errors[1].what or lost.errors[1].what.endswith(" [...]")
+        assert coord.load(backend.prefix) == {doc: b"v1"}
+
+    def test_deletes_checks_and_what_they_report(self, backend: Backend) -> None:
+        coord: Any = backend.make()
+        a, b, c = (backend.prefix + name for name in ("a", "b", "t/c"))
+        index = (
+            coord.txn([TxnOp.set(a, "1"), TxnOp.set(b, "2"), TxnOp.set(c, "3")])
+            .entries[0]
+            .modify_index
+        )
+        session = coord.create_session(ttl=10)
+
+        done = coord.txn(
+            [
+                TxnOp.check_session(a, None),
+                TxnOp.delete_cas(a, index),
+                TxnOp.delete(b),
+                TxnOp.delete_tree(backend.prefix + "t/"),
+                TxnOp.check_not_exists(a),
+                TxnOp.lock(backend.prefix + "held", "x", session),
+            ]
+        )
+
+        assert done.ok
+        assert [(e.key, e.session) for e in done.entries] == [
+            (a, None),
+            (backend.prefix + "held", session),
+        ]
+        assert coord.load(backend.prefix) == {backend.prefix + "held": b"x"}
+        held = backend.prefix + "held"
+        for refused, why in [
+            (TxnOp.get(a), "doesn't exist"),
+            (TxnOp.check_session(held, None), "failed session check"),
+            (TxnOp.unlock(held, "y", "other-session"), "failed to unlock"),
+            (TxnOp.check_index(held, 1), "failed index check"),
+            (TxnOp.delete_cas(held, 1), "index is stale"),
+        ]:
+            result = coord.txn([TxnOp.set(b, "never"), refused])
+            assert not result and result.errors[0].op_index == 1, refused
+            assert why in result.errors[0].what
+        assert coord.load(backend.prefix) == {held: b"x"}
+        assert coord.txn([TxnOp.unlock(backend.prefix + "held", "y", session)]).ok
+        coord.destroy_session(session)
+
+    def test_bounds(self, backend: Backend) -> None:
+        coord: Any = backend.make()
+        assert coord.txn([]).ok
+        with pytest.raises(ValueError, match="128"):
+            coord.txn([TxnOp.get(backend.prefix + "k")] * 129)
+        missing = coord.txn([TxnOp.set("", "v")])
+        assert not missing and missing.errors[0].what == "Must provide key"

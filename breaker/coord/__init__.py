@@ -1,5 +1,9 @@
 """Coords: where a Provider reads and watches its policy documents.
 
+`Coord` is the protocol a provider needs; `SessionCoord` and `TxnCoord` are optional
+capabilities (sessions holding keys, atomic transactions) that `MemoryCoord` and
+`ConsulCoord` both have.
+
 `ConsulCoord` is loaded on first use, so importing this package loads no HTTP or Consul
 module; without the Consul extra, that use raises an ImportError that names it.
 """
@@ -8,7 +12,22 @@ from __future__ import annotations
 
 import typing
 
-from breaker.coord._base import Coord, CoordError, CoordHealth, OnChange, Snapshot, Watch
+from breaker.coord._base import (
+    Coord,
+    CoordError,
+    CoordHealth,
+    KVEntry,
+    OnChange,
+    SessionBehavior,
+    SessionCoord,
+    Snapshot,
+    TxnCoord,
+    TxnError,
+    TxnOp,
+    TxnResult,
+    TxnVerb,
+    Watch,
+)
 from breaker.coord._memory import MemoryCoord
 
 if typing.TYPE_CHECKING:
@@ -19,9 +38,17 @@ __all__ = [
     "Coord",
     "CoordError",
     "CoordHealth",
+    "KVEntry",
     "MemoryCoord",
     "OnChange",
+    "SessionBehavior",
+    "SessionCoord",
     "Snapshot",
+    "TxnCoord",
+    "TxnError",
+    "TxnOp",
+    "TxnResult",
+    "TxnVerb",
     "Watch",
 ]
 

@@ -452,7 +452,7 @@ def test_a_bad_number_is_quoted_in_the_error_as_go_quotes_it(
     assert response.text == f"strconv.ParseUint: parsing {quoted}: invalid syntax"
 
 
-# -- sessions: none here -----------------------------------------------------------------------
+# -- sessions that do not exist ------------------------------------------------------------
 
 
 def test_acquire_fails_as_with_an_unknown_session(http: requests.Session, kv: str) -> None:

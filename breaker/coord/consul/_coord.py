@@ -17,6 +17,7 @@ from breaker.coord._base import OnChange, Snapshot, Watch
 from breaker.coord.consul._adapter import ConsulKV
 from breaker.coord.consul._backoff import BACKOFF_CAP, BACKOFF_FIRST
 from breaker.coord.consul._decode import Listing
+from breaker.coord.consul._sessions import ConsulSessions
 from breaker.coord.consul._settings import ConsulOptions, ConsulSettings
 from breaker.coord.consul._transport import Channel, Transport
 from breaker.coord.consul._watch import (
@@ -47,7 +48,7 @@ FRESH_LOAD = 10.0
 _LIVE: weakref.WeakSet[ConsulCoord] = weakref.WeakSet()
 
 
-class ConsulCoord:
+class ConsulCoord(ConsulSessions):
     """Read policy documents from Consul KV and watch them with blocking queries.
 
     ``addr`` is ``host:port``, ``http(s)://host:port`` or ``unix:///path/to/socket``; the
@@ -202,6 +203,7 @@ class ConsulCoord:
         for watch in watches:
             watch.stop()
         self._transport.close()
+        self._close_sessions()
 
     def _new_kv_link(self) -> _KVLink:
         return _KVLink(ConsulKV(self._transport.channel(), timeout=self._timing.timeout))

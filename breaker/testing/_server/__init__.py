@@ -1,16 +1,21 @@
-"""A small HTTP server that speaks Consul's KV API, with hooks to inject faults.
+"""A small HTTP server that speaks Consul's KV, session and txn APIs, with hooks to inject faults.
 
 No Consul binary can be installed where this project is tested, so the tests and the demo talk
 to this server instead. It follows what Consul documents and, where the documentation is
 silent, what the agent's source does (``agent/http.go``, ``agent/kvs_endpoint.go``,
-``agent/consul/kvs_endpoint.go``, ``agent/consul/state/kvs.go``, ``agent/blockingquery``),
-and it is checked against Consul's own KV scenarios (``tests/test_consul_kv_scenarios.py``,
-which also runs against a real agent). The parts, each a module:
+``agent/consul/kvs_endpoint.go``, ``agent/consul/state/kvs.go``, ``agent/blockingquery``,
+``agent/session_endpoint.go``, ``agent/consul/session_ttl.go``, ``agent/consul/state/session.go``,
+``agent/txn_endpoint.go``, ``agent/consul/state/txn.go``), and it is checked against
+Consul's own scenarios (``tests/test_consul_kv_scenarios.py``, ``..._session_scenarios.py``,
+``..._txn_scenarios.py``, which also run against a real agent). The parts, each a module:
 
 ``_server``  `ConsulServer`: lifecycle, operator helpers, the cluster events it can stage.
-``_store``   keys, tombstones, the index rules, blocking queries, snapshots.
+``_store``   keys, tombstones, sessions, locks, the index rules, transactions, blocking
+             queries, snapshots.
 ``_kv``      the ``/v1/kv/`` endpoint: parameters, key validation, the ``KVS.*`` RPCs.
-``_acl``     tokens and ``key_prefix`` rules.
+``_session`` the ``/v1/session/`` endpoints: create, destroy, renew, info, node, list.
+``_txn``     the ``/v1/txn`` endpoint, for KV operations.
+``_acl``     tokens, ``key_prefix`` and ``session_prefix`` rules.
 ``_tenancy`` namespaces and admin partitions: Enterprise's key spaces, or CE's refusal.
 ``_faults``  RPC errors, hangs, leader elections with Consul's ``rpc_hold_timeout``.
 ``_agent``   the HTTP stack around endpoints: path checks, ServeMux, gzip, ``wrap``.
@@ -21,7 +26,14 @@ What it serves: ``GET /v1/kv/<key>`` with ``recurse``, ``keys``/``separator``, `
 ``index``/``wait`` blocking queries (``wait`` clamped to ``max_query_time``, default
 ``default_query_time``, plus up to ``wait/16`` of jitter) and ``stale``; ``PUT`` with
 ``cas`` and ``flags`` and the 512 KiB value limit; ``DELETE`` with ``recurse`` and ``cas``;
-``/v1/status/leader`` and ``/peers``. Reads carry
+``PUT ?acquire=``/``?release=`` with ``Session`` and ``LockIndex`` on entries and the
+lock-delay of invalidated sessions; ``/v1/session/create|destroy/|renew/|info/|node/|list``
+with TTLs (10 s to 24 h, invalidated after twice the TTL on the server's injectable
+``clock``), behaviours ``release`` and ``delete``, health checks (`register_check`) and
+``session_prefix`` ACLs; ``PUT /v1/txn`` with every KV verb (``set``, ``cas``, ``get``,
+``get-tree``, ``get-or-empty``, ``check-index``, ``check-session``, ``check-not-exists``,
+``delete``, ``delete-cas``, ``delete-tree``, ``lock``, ``unlock``), 409 with the errors and
+nothing applied, Consul's 413 and 400 limits; ``/v1/status/leader`` and ``/peers``. Reads carry
 ``X-Consul-Index``/``-KnownLeader``/``-LastContact``, 404s included; writes and errors carry
 none. Keys are taken from the percent-decoded path, as Go's ``URL.Path`` is: ``a%2Fb`` and
 ``a/b`` name the same key. Path cleaning looks at the path as sent (still escaped), as Go's
@@ -42,9 +54,16 @@ index waits out one ``wait`` before it sees the reset.
 
 Known differences from Consul 1.22, and why they remain:
 
-* No sessions, locks, transactions (``/v1/txn``) or other endpoints: the breaker never
-  uses them. ``?acquire`` fails as with an unknown session and ``?release``
-  answers ``false``; ``LockIndex`` is always 0. Namespaces and partitions: see `_tenancy`.
+* No catalog, health or other endpoints: the breaker never uses them. Namespaces and
+  partitions: see `_tenancy`; sessions and transactions live in the default space
+  only. One node (``node_name``) with one check, ``serfHealth``, always passing; other
+  checks exist only through `ConsulServer.register_check`. ``/v1/txn`` serves KV
+  operations only (a Node, Service or Check operation is a 400), and a read-only
+  transaction's body carries ``Results`` and ``Errors`` without the query meta fields.
+* Sessions expire on the server's clock, looked at on each request and every 50 ms (or
+  at the next expiry on the real clock); Consul's timers fire on their own. A new leader
+  (`end_election`) starts every TTL over, as Consul's does; a leaderless cluster here
+  still expires sessions, where Consul's stopped timers would not.
 * Key validation follows the rules of Consul PR #22850 (shipped in 1.22.0 and 1.21.6): no
   leading or trailing space, no ``..`` segment, none once percent-decoded again. Only the
   400 status is checked against Consul; the released source of the error texts could not

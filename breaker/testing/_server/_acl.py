@@ -1,8 +1,9 @@
-"""ACL tokens and ``key_prefix`` rules, as Consul resolves and applies them to KV.
+"""ACL tokens and ``key_prefix`` / ``session_prefix`` rules, as Consul applies them.
 
-A token is a secret mapped to rules; a request without one is the anonymous token. The
-longest matching prefix decides; among rules with the same prefix ``deny`` beats ``write``
-beats ``read``; a key no rule matches follows the default policy.
+A token is a secret mapped to rules; a request without one is the anonymous token. Key
+rules judge KV keys; session rules judge sessions by the node they belong to. Within one
+resource the longest matching prefix decides; among rules with the same prefix ``deny``
+beats ``write`` beats ``read``; a name no rule matches follows the default policy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from breaker.testing._server._http import HTTPError
 
 Access = Literal["read", "write", "deny"]
 DefaultPolicy = Literal["allow", "deny"]
+Resource = Literal["key", "session"]
 
 ANONYMOUS_ACCESSOR_ID = "00000000-0000-0000-0000-000000000002"
 """The AccessorID Consul gives the anonymous token (used when a request carries none)."""
@@ -26,18 +28,25 @@ _RANK = {"read": 0, "write": 1, "deny": 2}
 
 @dataclass(frozen=True)
 class ACLRule:
-    """Grant ``access`` to every key starting with ``prefix``, like Consul's ``key_prefix`` rule.
+    """Grant ``access`` to every name starting with ``prefix``, like Consul's prefix rules.
 
-    The longest matching prefix decides; among rules with the same prefix ``deny`` beats
-    ``write`` beats ``read``. A key no rule matches falls back to the server's default policy.
+    ``resource="key"`` (the default) is a ``key_prefix`` rule on KV keys;
+    ``resource="session"`` a ``session_prefix`` rule on the node names sessions belong to
+    (creating, renewing and destroying a session needs ``write`` on its node, seeing it
+    ``read``). The longest matching prefix decides; among rules with the same prefix
+    ``deny`` beats ``write`` beats ``read``. A name no rule matches falls back to the
+    server's default policy.
     """
 
     prefix: str
     access: Access
+    resource: Resource = "key"
 
     def __post_init__(self) -> None:
         if self.access not in ("read", "write", "deny"):
             raise ValueError(f"access must be 'read', 'write' or 'deny', not {self.access!r}")
+        if self.resource not in ("key", "session"):
+            raise ValueError(f"resource must be 'key' or 'session', not {self.resource!r}")
 
 
 def accessor_id(secret: str) -> str:
@@ -54,8 +63,12 @@ class Authorizer:
     default_allow: bool
     authenticated: bool
 
-    def _access(self, key: str) -> Access | None:
-        matching = (rule for rule in self.rules if key.startswith(rule.prefix))
+    def _access(self, name: str, resource: Resource = "key") -> Access | None:
+        matching = (
+            rule
+            for rule in self.rules
+            if rule.resource == resource and name.startswith(rule.prefix)
+        )
         best = max(matching, key=lambda rule: (len(rule.prefix), _RANK[rule.access]), default=None)
         return None if best is None else best.access
 
@@ -75,22 +88,39 @@ class Authorizer:
         if access is not None and access != "write":
             return False
         # No rule under the prefix may grant less than write.
-        if any(rule.prefix.startswith(prefix) and rule.access != "write" for rule in self.rules):
+        if any(
+            rule.resource == "key" and rule.prefix.startswith(prefix) and rule.access != "write"
+            for rule in self.rules
+        ):
             return False
         return True if access == "write" else self.default_allow
 
-    def denied(self, level: str, key: str) -> HTTPError:
-        """Return the 403 Consul answers when this token lacks ``key:<level>`` on ``key``."""
+    def can_read_session(self, node: str) -> bool:
+        """Say whether the token may see the sessions of ``node`` (Consul's SessionRead)."""
+        access = self._access(node, "session")
+        return self.default_allow if access is None else access in ("read", "write")
+
+    def can_write_session(self, node: str) -> bool:
+        """Say whether the token may create, renew or destroy sessions of ``node``."""
+        access = self._access(node, "session")
+        return self.default_allow if access is None else access == "write"
+
+    def denied(self, level: str, name: str, resource: Resource = "key") -> HTTPError:
+        """Return the 403 Consul answers when this token lacks ``<resource>:<level>``."""
+        return HTTPError(403, self.denial(level, name, resource))
+
+    def denial(self, level: str, name: str, resource: Resource = "key") -> str:
+        """Return Consul's text for a permission this token lacks (also a txn error's text)."""
         anonymous = self.accessor_id == ANONYMOUS_ACCESSOR_ID
         who = "anonymous token" if anonymous else f"token with AccessorID '{self.accessor_id}'"
-        message = f"Permission denied: {who} lacks permission 'key:{level}'"
-        if key:
-            message += f" on {go.quote(key)}"
+        message = f"Permission denied: {who} lacks permission '{resource}:{level}'"
+        if name:
+            message += f" on {go.quote(name)}"
         if anonymous:
             message += (
                 ". The anonymous token is used implicitly when a request does not specify a token."
             )
-        return HTTPError(403, message)
+        return message
 
 
 class ACLs:

@@ -15,7 +15,6 @@ In Consul's order (``agent/http.go``):
 from __future__ import annotations
 
 import gzip
-import threading
 from collections.abc import Callable
 
 from breaker.testing._server import _go as go
@@ -23,6 +22,9 @@ from breaker.testing._server._acl import ACLs
 from breaker.testing._server._faults import Faults
 from breaker.testing._server._http import TEXT, HTTPError, RecordedRequest, Reply, Request
 from breaker.testing._server._kv import KV_PREFIX, KVEndpoint
+from breaker.testing._server._session import EXACT, SESSION_PREFIX, SUBTREES, SessionEndpoint
+from breaker.testing._server._store import Store
+from breaker.testing._server._txn import TXN_PATH, TxnEndpoint
 
 _UI_DISABLED = (
     "Consul Agent: UI disabled. To enable, set ui_config.enabled=true "
@@ -39,12 +41,18 @@ class Agent:
     """Answer requests as a Consul agent's HTTP server does, and record them."""
 
     def __init__(
-        self, faults: Faults, acls: ACLs, kv: KVEndpoint, cond: threading.Condition, host: str
+        self,
+        faults: Faults,
+        acls: ACLs,
+        store: Store,
+        endpoints: tuple[KVEndpoint, SessionEndpoint, TxnEndpoint],
+        host: str,
     ) -> None:
         self._faults = faults
         self._acls = acls
-        self._kv = kv
-        self._cond = cond
+        self._store = store
+        self._kv, self._sessions, self._txn = endpoints
+        self._cond = store.cond
         self._host = host
         self.epoch = 0
         self.log: list[RecordedRequest] = []
@@ -67,6 +75,8 @@ class Agent:
                 )
             )
         self._faults.hold_if_hanging(self.cancelled(request.epoch))
+        # Session TTLs run on the server's clock, which a test may move: look at it now.
+        self._store.expire_sessions()
         path = go.unescape_path(request.raw_path)
         if not go.is_printable(path):
             return Reply(400)
@@ -77,6 +87,19 @@ class Agent:
             return _redirect(request.method, KV_PREFIX, request.raw_query)
         if path.startswith(KV_PREFIX):
             return self._wrap(request, lambda params: self._serve_kv(request, path, params))
+        if path.startswith(SESSION_PREFIX) or path == SESSION_PREFIX.rstrip("/"):
+            return self._route_session(request, path)
+        if path == TXN_PATH:
+            return self._wrap(
+                request,
+                lambda params: self._txn.serve(
+                    request.method,
+                    params,
+                    request.headers,
+                    request.body,
+                    self.cancelled(request.epoch),
+                ),
+            )
         if path in _STATUS:
             return self._wrap(request, lambda params: self._serve_status(request, path))
         if path == "/":
@@ -113,6 +136,26 @@ class Agent:
             request.headers,
             request.body,
             self.cancelled(request.epoch),
+        )
+
+    def _route_session(self, request: Request, path: str) -> Reply:
+        """Route as the mux does: exact ``create``/``list``, ``<action>/`` subtrees."""
+        action, slash, rest = path[len(SESSION_PREFIX) :].partition("/")
+        if action in SUBTREES and not slash:
+            return _redirect(request.method, request.raw_path + "/", request.raw_query)
+        if not (action in EXACT and not slash) and action not in SUBTREES:
+            return Reply(404, _NOT_ENDPOINT.encode(), TEXT)
+        return self._wrap(
+            request,
+            lambda params: self._sessions.serve(
+                request.method,
+                action,
+                rest,
+                params,
+                request.headers,
+                request.body,
+                self.cancelled(request.epoch),
+            ),
         )
 
     def _serve_status(self, request: Request, path: str) -> Reply:

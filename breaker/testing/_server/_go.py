@@ -77,6 +77,19 @@ def to_json(value: object, *, pretty: bool = False) -> bytes:
     return text.encode("utf-8")
 
 
+def json_kind(value: object) -> str:
+    """Name a decoded JSON value's kind as ``encoding/json``'s UnmarshalTypeError does."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "string" if isinstance(value, str) else "null"
+
+
 def has_control_byte(target: str) -> bool:
     """Say whether ``net/url`` refuses the request target for a control byte (CTL or DEL)."""
     return any(ord(char) < 0x20 or ord(char) == 0x7F for char in target)

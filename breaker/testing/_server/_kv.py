@@ -16,7 +16,7 @@ from breaker.testing._server import _go as go
 from breaker.testing._server._acl import ACLs, Authorizer
 from breaker.testing._server._faults import Faults, Leadership
 from breaker.testing._server._http import HTTPError, Reply
-from breaker.testing._server._store import Result, Store
+from breaker.testing._server._store import Result, Store, StoreError
 from breaker.testing._server._tenancy import SpaceStore, Tenancy
 
 DATACENTER = "dc1"
@@ -42,6 +42,29 @@ def validate_key(key: str) -> None:
         raise HTTPError(400, "key contains path traversal")
     if "%" in key and _traverses(unquote(key)):
         raise HTTPError(400, "key contains URL-encoded path traversal")
+
+
+def query_options(params: go.Values) -> tuple[float | None, int]:
+    """Parse the query options every read takes (``HTTPHandlers.parse``): (wait, index).
+
+    Refuse ``?stale`` with ``?consistent``, a ``wait`` that is not a Go duration and an
+    ``index`` that is not a uint64, with Consul's 400s.
+    """
+    if params.has("stale") and params.has("consistent"):
+        raise HTTPError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+    wait: float | None = None
+    if params.get("wait"):
+        try:
+            wait = parse_go_duration(params.get("wait")) / 1e9
+        except ValueError:
+            raise HTTPError(400, "Invalid wait time") from None
+    min_index = 0
+    if params.get("index"):
+        try:
+            min_index = go.parse_uint(params.get("index"))
+        except ValueError:
+            raise HTTPError(400, "Invalid index") from None
+    return wait, min_index
 
 
 def _traverses(key: str) -> bool:
@@ -97,20 +120,7 @@ class KVEndpoint:
             stale_read=method == "GET" and params.has("stale"),
             cancelled=cancelled,
         )
-        if params.has("stale") and params.has("consistent"):
-            raise HTTPError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
-        wait: float | None = None
-        if params.get("wait"):
-            try:
-                wait = parse_go_duration(params.get("wait")) / 1e9
-            except ValueError:
-                raise HTTPError(400, "Invalid wait time") from None
-        min_index = 0
-        if params.get("index"):
-            try:
-                min_index = go.parse_uint(params.get("index"))
-            except ValueError:
-                raise HTTPError(400, "Invalid index") from None
+        wait, min_index = query_options(params)
         if key and self._settings.validate_keys:
             validate_key(key)
         if method == "GET":
@@ -204,16 +214,24 @@ class KVEndpoint:
         _, authz = self._rpc(call)
         if authz is not None and not authz.can_write(call.key):
             raise authz.denied("write", call.key)
-        if params.has("acquire") or params.has("release"):
-            session = params.get("acquire") if params.has("acquire") else params.get("release")
-            if not session:
-                raise HTTPError(500, "missing session")
-            if params.has("acquire"):
-                raise HTTPError(500, f"invalid session {go.quote(session)}")
-            store.consume_index()
-            return Reply(200, b"false", JSON)
-        ok, _ = store.set(call.key, body, flags, cas)
+        if params.has("acquire"):
+            # Lock-delay is enforced on the leader before raft: no index is consumed.
+            if store.lock_delayed(call.key):
+                return Reply(200, b"false", JSON)
+            ok = self._apply(lambda: store.lock(call.key, body, flags, params.get("acquire")))
+        elif params.has("release"):
+            ok = self._apply(lambda: store.unlock(call.key, body, flags, params.get("release")))
+        else:
+            ok, _ = store.set(call.key, body, flags, cas)
         return Reply(200, b"true" if ok else b"false", JSON)
+
+    @staticmethod
+    def _apply(write: Callable[[], bool]) -> bool:
+        """Run a write whose state-store errors Consul answers with a 500 and their text."""
+        try:
+            return write()
+        except StoreError as exc:
+            raise HTTPError(500, str(exc)) from None
 
     def _delete(self, call: _Call) -> Reply:
         params = call.params

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Literal
 
@@ -14,15 +15,20 @@ from breaker.testing._server._agent import Agent
 from breaker.testing._server._faults import RPC_HOLD_TIMEOUT, Faults
 from breaker.testing._server._http import JOIN_TIMEOUT, HTTPServer, RecordedRequest
 from breaker.testing._server._kv import KVEndpoint, KVSettings
+from breaker.testing._server._session import SessionEndpoint, SessionSettings
 from breaker.testing._server._store import KVSnapshot, Store
 from breaker.testing._server._tenancy import Tenancy
+from breaker.testing._server._txn import TXN_MAX_REQ_LEN, TxnEndpoint, TxnSettings
 
 MAX_VALUE_SIZE = 512 * 1024
 """Consul's default ``kv_max_value_size``: larger PUT bodies are answered with 413."""
 
 RestartMode = Literal["rebuild", "agent", "restore"]
+CheckStatus = Literal["passing", "warning", "critical"]
 
 _JITTER_FRACTION = 16
+_REAPER_POLL = 0.05
+"""How often (real seconds) the reaper looks at an injected clock for expired sessions."""
 
 
 class ConsulServer:
@@ -34,11 +40,16 @@ class ConsulServer:
     consumed before the first write, which gets ``start_index + 1``. ACLs are on when
     ``acl_tokens`` (secret -> rules) is given; a request without a token is judged by
     ``anonymous_rules``; keys no rule matches follow ``acl_default_policy``.
-    ``max_value_size``, ``default_query_time``, ``max_query_time`` and
-    ``disable_kv_key_validation`` are the agent settings of the same names, with Consul's
-    defaults. ``enterprise=True`` serves namespaces and admin partitions (``?ns=``,
-    ``?partition=``) as separate key spaces, as Consul Enterprise does; by default a
-    request that names one is refused as Consul CE refuses it (see ``_tenancy``).
+    ``max_value_size``, ``default_query_time``, ``max_query_time``,
+    ``disable_kv_key_validation``, ``session_ttl_min`` and ``txn_max_req_len`` are the
+    agent settings of the same names, with Consul's defaults; ``node_name`` is the one node
+    sessions belong to. ``enterprise=True`` serves namespaces and admin partitions
+    (``?ns=``, ``?partition=``) as separate key spaces, as Consul Enterprise does; by
+    default a request that names one is refused as Consul CE refuses it (see
+    ``_tenancy``). ``clock`` (monotonic seconds, e.g. a `FakeClock`) runs session TTLs
+    and lock-delays, so a test moves it instead of sleeping: an expired session is
+    invalidated at the next request, within 50 ms by the server's own thread, or at once
+    by `expire_sessions`.
 
     Cluster events, and the Consul event each models:
 
@@ -75,6 +86,10 @@ class ConsulServer:
         disable_kv_key_validation: bool = False,
         rng: random.Random | None = None,
         enterprise: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        node_name: str = "node1",
+        session_ttl_min: float = 10.0,
+        txn_max_req_len: int = TXN_MAX_REQ_LEN,
     ) -> None:
         acls = ACLs(acl_tokens, acl_default_policy, anonymous_rules)
         if start_index < 1:
@@ -86,17 +101,31 @@ class ConsulServer:
         self._rng = rng if rng is not None else random.Random()
         self._default_query_time = default_query_time
         self._max_query_time = max_query_time
-        self._store = Store(start_index)
+        if not node_name:
+            raise ValueError("node_name must not be empty")
+        self._store = Store(start_index, clock)
         self._faults = Faults(self._store.cond)
         settings = KVSettings(max_value_size, not disable_kv_key_validation, self.query_timeout)
         tenancy = Tenancy(self._store, enterprise=enterprise)
         kv = KVEndpoint(self._store, self._faults, acls, settings, tenancy)
         self._acls = acls
-        self._agent = Agent(self._faults, acls, kv, self._store.cond, host)
+        sessions = SessionEndpoint(
+            self._store,
+            self._faults,
+            acls,
+            SessionSettings(node_name, session_ttl_min, self.query_timeout),
+        )
+        txn = TxnEndpoint(
+            self._store, self._faults, acls, TxnSettings(max_value_size, txn_max_req_len)
+        )
+        self._agent = Agent(self._faults, acls, self._store, (kv, sessions, txn), host)
+        self._node_name = node_name
+        self._real_clock = clock is time.monotonic
 
         self._lifecycle = threading.Lock()
         self._httpd: HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
+        self._reaper: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -117,6 +146,10 @@ class ConsulServer:
             thread.start()
             self._httpd = httpd
             self._serve_thread = thread
+            self._reaper = threading.Thread(
+                target=self._reap, args=(epoch,), name=f"ConsulServer-{self._port}-ttl", daemon=True
+            )
+            self._reaper.start()
             return self
 
     def stop(self) -> None:
@@ -125,16 +158,19 @@ class ConsulServer:
         Idempotent. Returns once the server's threads are gone.
         """
         with self._lifecycle:
-            httpd, thread = self._httpd, self._serve_thread
-            if httpd is None or thread is None:
+            httpd, thread, reaper = self._httpd, self._serve_thread, self._reaper
+            if httpd is None or thread is None or reaper is None:
                 return
             self._httpd = None
             self._serve_thread = None
+            self._reaper = None
             with self._store.cond:
                 self._agent.epoch += 1
+                self._store.cond.notify_all()
             self._faults.release()
             httpd.wake()
             thread.join(JOIN_TIMEOUT)
+            reaper.join(JOIN_TIMEOUT)
             httpd.server_close()
             httpd.drop_connections()
 
@@ -169,6 +205,24 @@ class ConsulServer:
         elif snapshot is not None:
             self._store.restore(snapshot, fresh_cluster=True)
         self.start()
+
+    def _reap(self, epoch: int) -> None:
+        """Invalidate sessions as their TTLs run out, until the server stops.
+
+        On the real clock it sleeps until the next expiry; on an injected clock, which
+        only the test moves, it looks every 50 ms.
+        """
+        store = self._store
+        with store.cond:
+            while self._agent.epoch == epoch:
+                store.expire_sessions()
+                due = store.next_expiry()
+                if due is None:
+                    store.cond.wait()
+                elif self._real_clock:
+                    store.cond.wait(max(due - store.clock(), 0.001))
+                else:
+                    store.cond.wait(_REAPER_POLL)
 
     @property
     def running(self) -> bool:
@@ -283,6 +337,33 @@ class ConsulServer:
         with self._store.cond:
             self._acls.set_token(secret, None if rules is None else tuple(rules))
 
+    # -- sessions ----------------------------------------------------------------------------
+
+    @property
+    def node_name(self) -> str:
+        """Return the name of the one node sessions belong to."""
+        return self._node_name
+
+    def sessions(self) -> list[dict[str, object]]:
+        """Return every session as ``/v1/session/list`` shows it, oldest first."""
+        return [session.to_json() for session in self._store.sessions()]
+
+    def expire_sessions(self) -> int:
+        """Invalidate now every session whose TTL x 2 has run out on the clock; return how many."""
+        return self._store.expire_sessions()
+
+    def register_check(self, check_id: str, status: CheckStatus = "passing") -> int:
+        """Register (or update) a health check of the node; sessions may name it.
+
+        A check that turns ``critical`` invalidates every session that names it, as
+        Consul does; return how many were invalidated.
+        """
+        if status not in ("passing", "warning", "critical"):
+            raise ValueError(f"status must be 'passing', 'warning' or 'critical', not {status!r}")
+        if not check_id:
+            raise ValueError("check_id must not be empty")
+        return self._store.set_check(check_id, status)
+
     def accessor_id(self, secret: str) -> str:
         """Return the AccessorID this server reports for the token ``secret`` in denials."""
         return _acl.accessor_id(secret)
@@ -326,8 +407,9 @@ class ConsulServer:
         self._faults.begin_election(duration, rpc_hold_timeout)
 
     def end_election(self) -> None:
-        """Elect a leader now: held RPCs proceed."""
+        """Elect a leader now: held RPCs proceed, and every session's TTL starts over."""
         self._faults.end_election()
+        self._store.reset_session_timers()
 
     @property
     def requests_log(self) -> list[RecordedRequest]:

@@ -121,9 +121,17 @@ class SpaceStore:
         entries: list[Entry] = [self._entry(e) for e in result.entries if owns(e.key)]
         return replace(result, entries=entries)
 
-    def consume_index(self) -> int:
-        """Consume an index for a write that changes no key."""
-        return self._store.consume_index()
+    def lock(self, key: str, value: bytes, flags: int, session: str) -> bool:
+        """Acquire ``key`` of this space for ``session`` (see `Store.lock`)."""
+        return self._store.lock(self._space.prefix + key, value, flags, session)
+
+    def unlock(self, key: str, value: bytes, flags: int, session: str) -> bool:
+        """Release ``key`` of this space held by ``session`` (see `Store.unlock`)."""
+        return self._store.unlock(self._space.prefix + key, value, flags, session)
+
+    def lock_delayed(self, key: str) -> bool:
+        """Say whether ``key`` of this space is under a lock-delay (see `Store.lock_delayed`)."""
+        return self._store.lock_delayed(self._space.prefix + key)
 
     def set(self, key: str, value: bytes, flags: int, cas: int | None) -> tuple[bool, int]:
         """Write ``key`` of this space (see `Store.set`)."""
