@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import breaker
-from breaker import BreakerOpenError, Guard, MemoryCoord, Outcome, Policy, State
+from breaker import Breaker, BreakerOpenError, Guard, MemoryCoord, Outcome, Policy, State
+from breaker._engine._recording import Lane
 from breaker.testing import FakeClock
 
 from .helpers import PREFIX, Abort, Boom, NotFound
@@ -85,6 +86,15 @@ class Call:
         self.era, self.at, self.trial, self.track = era, at, trial, track
         # A closed breaker times its calls only while slow_call_duration is set.
         self.timed = timed or trial or track != "tracked"
+        # For a call left in flight (a guard's) that the engine watches for hanging: the
+        # end of its lane's slice, or its own start on the slow way; slow is added later.
+        self.watched: tuple[bool, float] | None = None
+
+    def watch(self, brk: Breaker, ticket: Any) -> None:
+        if isinstance(ticket, Lane) and ticket.clocked and ticket.end != math.inf:
+            self.watched = (True, ticket.end)
+        elif brk._hanging is not None and ticket in brk._hanging:
+            self.watched = (False, float(ticket.started))
 
 
 class Model(RuleBasedStateMachine):
@@ -119,6 +129,7 @@ class Model(RuleBasedStateMachine):
         def body(kind: str) -> str:
             if kind == "slow":
                 self.clock.advance(SLOW)
+                self.hang()  # the ticker ran while the call took its time
                 return "ok"
             if kind == "boom":
                 raise Boom
@@ -178,6 +189,24 @@ class Model(RuleBasedStateMachine):
         due = self.clock() - self.started >= self.period()
         if self.state == "open" and self.mode != "forced-open" and due:
             self.enter("half-open")
+
+    def hang(self) -> None:
+        """Count as slow, once, the calls left in flight past slowCallDuration, as the
+        ticker does on every advance (each is longer than a slice of slowCallDuration)."""
+        slow = self.policy.slow_call_duration
+        if slow is None:
+            return
+        now = self.clock()
+        due = []
+        for _, call in self.in_flight:
+            if call.track != "hung" and call.watched is not None:
+                on_lane, since = call.watched
+                if since + slow <= now:
+                    due.append((not on_lane, since, call))
+        # The engine counts the lanes' calls first, then the slow way's, oldest first.
+        for _, _, call in sorted(due, key=lambda d: (d[0], d[1])):
+            self.settle(call, "slow")
+            call.track = "hung"
 
     def admit(self) -> tuple[Call | None, tuple[str, float] | None]:
         """Return the admitted call, or the rejection (state, retry_after)."""
@@ -249,6 +278,9 @@ class Model(RuleBasedStateMachine):
         if policy == self.policy:
             return
         self.policy = policy
+        if policy.slow_call_duration is None:  # the engine stops watching for hung calls
+            for _, call in self.in_flight:
+                call.watched = None
         if policy.failure_rate is None:
             self.window = None
         elif self.window is None:
@@ -295,6 +327,7 @@ class Model(RuleBasedStateMachine):
         self.clock.advance(seconds)
         if self.window is not None:  # the ticker drops what left the window as time passes
             self.window.expire(self.clock())
+        self.hang()
 
     @rule(policy=model_policies())
     def change_policy(self, policy: Policy) -> None:
@@ -351,6 +384,7 @@ class Model(RuleBasedStateMachine):
             self.stats["rejected"] += 1
             return
         assert expected is not None
+        expected.watch(self.brk, guard._ticket)
         self.in_flight.append((guard, expected))
 
     @precondition(lambda self: self.in_flight)
@@ -367,7 +401,8 @@ class Model(RuleBasedStateMachine):
         if kind == "bad":
             guard.record_failure()
         guard.__exit__(None if exc is None else type(exc), exc, None)
-        self.settle(expected, self.outcome(kind, True, True))
+        if expected.track != "hung":  # counted as slow while it hung
+            self.settle(expected, self.outcome(kind, True, True))
 
     @invariant()
     def same_picture(self) -> None:

@@ -26,6 +26,7 @@ from breaker._engine._limits import NO_LIMIT, Waiter
 from breaker._engine._machine import (
     CLOSED,
     HALF_OPEN,
+    HUNG,
     OPEN,
     STATES,
     STATS_ONLY,
@@ -63,6 +64,7 @@ _EXCLUDED: Final = Outcome.EXCLUDED
 _CANCELLED: Final = Outcome.CANCELLED
 _TIMEOUT: Final = Outcome.TIMEOUT
 _INF: Final = math.inf
+_SLICES = 8  # a timed lane admits calls for a slowCallDuration divided by this
 _NEVER: Final = -math.inf
 
 
@@ -109,11 +111,14 @@ class Breaker:
     __slots__ = (
         "__weakref__",
         "_admitted",
+        "_cells",
         "_clock",
         "_ended",
         "_fast",
         "_gone",
+        "_hanging",
         "_host",
+        "_hung_at",
         "_limit",
         "_lock",
         "_m",
@@ -164,6 +169,12 @@ class Breaker:
         self._n_rejected = self._n_bulkhead = self._n_cancelled = 0
         self._limit = 0  # maxConcurrentCalls in force (0: none)
         self._waiters: deque[Waiter] | None = None
+        # Hung calls, while slowCallDuration is set: the timed lanes that have calls in
+        # flight and admit no more (oldest first), the slow way's timed calls in flight
+        # (oldest first), and the next moment one of them may have hung.
+        self._cells: deque[Lane] | None = None
+        self._hanging: dict[Call, None] | None = None
+        self._hung_at = _INF
         self._window: Window | None = None
         self._mode = _AUTO
         self._mode_end: ModeEnd | None = None
@@ -290,15 +301,17 @@ class Breaker:
     def _decide(self) -> Ticket:
         """Return the ticket of a call the breaker admits, or raise `BreakerOpenError`."""
         m = self._m
+        now = self._clock()
+        if self._hung_due(now):
+            self._look_for_hung(now)
         era = m.era
         mode = self._mode
-        now = self._clock()
         end = self._mode_end
         # What needs no lock, while no mode is due to end: an outage's hot path included.
         if end is None or not end.passed(now):
             if mode is _AUTO or mode is _SHADOW:
                 if era.state is CLOSED:
-                    return Call(era, now, TRACKED) if self._timed_policy() else era
+                    return self._timed_call(era, now) if self._timed_policy() else era
                 if mode is _AUTO and era.state is OPEN:
                     remaining = era.started + m.period - now
                     if remaining > 0:
@@ -334,10 +347,12 @@ class Breaker:
         m.half_open_if_due(now)
         era = m.era
         if era.state is CLOSED:
-            return (Call(era, now, TRACKED) if self._timed_policy() else era), None
+            return (self._timed_call(era, now) if self._timed_policy() else era), None
         if era.state is HALF_OPEN:
             trial = m.admit_trial(self._policy, now)
             if trial is not None:
+                if self._policy.slow_call_duration is not None:
+                    self._track_hanging(trial)
                 return trial, None
             state = State.HALF_OPEN
         else:
@@ -351,6 +366,81 @@ class Breaker:
         return policy.slow_call_duration is not None or (
             policy.timeout is not None and self._mode is _SHADOW
         )
+
+    def _timed_call(self, era: Era, now: float) -> Call:
+        call = Call(era, now, TRACKED)
+        if self._policy.slow_call_duration is not None:
+            with self._lock:
+                self._track_hanging(call)
+        return call
+
+    def _track_hanging(self, call: Call) -> None:
+        """Watch a timed call of the slow way for hanging (lock held)."""
+        hanging = self._hanging
+        if hanging is None:
+            hanging = self._hanging = {}
+        hanging[call] = None
+        self._hung_at = min(self._hung_at, call.started + self._policy.slow_call_duration)  # type: ignore[operator]
+
+    def _hung_due(self, now: float) -> bool:
+        """Say whether a call may have hung, or the timed lane's slice ended, by ``now``."""
+        lane = self._timed
+        return now >= self._hung_at or (lane is not None and lane.clocked and now >= lane.end)
+
+    def _look_for_hung(self, now: float) -> None:
+        with _Critical(self):
+            self._count_hung(self._clock())
+
+    def _count_hung(self, now: float) -> None:
+        """Count as slow, once, every call in flight for longer than slowCallDuration (lock held).
+
+        A hung downstream trips the breaker while its calls still hang.
+        """
+        slow = self._policy.slow_call_duration
+        if slow is None:  # no longer timed: nothing hangs
+            self._cells = self._hanging = None
+            self._hung_at = _INF
+            return
+        lane = self._timed
+        if lane is not None and lane.clocked and now >= lane.end:
+            self._retire(lane)
+            self._timed = None  # _refresh makes the next slice's lane
+        hung: list[Ticket] = []
+        cells = self._cells
+        while cells and cells[0].end + slow <= now:
+            lane = cells.popleft()
+            if lane.n > 0:
+                lane.hung = True
+                hung.extend([lane] * lane.n)
+        hanging = self._hanging
+        if hanging:
+            for call in list(hanging):
+                if call.started + slow > now:
+                    break
+                del hanging[call]
+                call.track = HUNG
+                hung.append(call)
+        for ticket in hung:
+            self._n_slow += 1
+            self._record(ticket.era, ticket, _SLOW, now)  # type: ignore[union-attr]
+        self._next_hung_at(slow)
+
+    def _next_hung_at(self, slow: float) -> None:
+        when = _INF
+        if self._cells:
+            when = self._cells[0].end + slow
+        if self._hanging:
+            when = min(when, next(iter(self._hanging)).started + slow)
+        self._hung_at = when
+
+    def _retire(self, lane: Lane) -> None:
+        """Keep watching a timed lane that admits no more calls while it has some in flight."""
+        slow = self._policy.slow_call_duration
+        if lane.n > 0 and not lane.hung and slow is not None and lane.end != _INF:
+            if self._cells is None:
+                self._cells = deque()
+            self._cells.append(lane)
+            self._hung_at = min(self._hung_at, lane.end + slow)
 
     def _call_timeout(self) -> float | None:
         """Return an async call's timeout: enforced (> 0), measured only (< 0, shadow), none."""
@@ -452,6 +542,10 @@ class Breaker:
         a fallback may replace.
         """
         cls = ticket.__class__
+        if (
+            cls is Lane or (cls is Call and (self._hanging is not None or ticket.track == HUNG))  # type: ignore[union-attr]
+        ) and self._leave(ticket):  # counted as slow while it hung: nothing more to count
+            return isinstance(exc, Exception) and not (exclude is not None and exclude.matches(exc))
         era: Era
         started: float | None
         if cls is Era:
@@ -530,6 +624,25 @@ class Breaker:
                 self._grant_waiters()
         return error
 
+    def _leave(self, ticket: Ticket) -> bool:
+        """Take a timed call off the watch for hung calls; return whether it hung."""
+        with _Critical(self):
+            now = self._clock()
+            if self._hung_due(now):
+                self._count_hung(now)
+            if ticket.__class__ is Lane:
+                ticket.n -= 1
+                hung = ticket.hung
+            else:
+                hung = ticket.track == HUNG  # type: ignore[union-attr]
+                if self._hanging is not None:
+                    self._hanging.pop(ticket, None)  # type: ignore[arg-type]
+            if hung:
+                self._ended += 1
+                if self._waiters:
+                    self._grant_waiters()
+            return hung
+
     def _hand_on(self) -> None:
         """A call ended while others wait for a slot: hand them what is free."""
         with _Critical(self):
@@ -601,20 +714,30 @@ class Breaker:
                 fast = era
             else:
                 slow_ = _INF if slow is None else slow
+                if timeout is not None and timeout < 0:  # shadow: a success past it is judged
+                    slow_ = min(slow_, -timeout)
                 limit_ = limit or NO_LIMIT
                 timed = self._timed
                 if timed is None or not timed.fits(era, slow_, limit_, timeout):
-                    clocked = slow is not None or (timeout is not None and timeout < 0)
-                    timed = Lane(era, slow_, limit_, timeout, clocked)
+                    clocked = slow_ != _INF
+                    end = self._clock() + slow / _SLICES if slow is not None else _INF
+                    timed = Lane(era, slow_, limit_, timeout, clocked, end)
+                timed.until = min(timed.end, self._hung_at)
+        old = self._timed
+        if old is not None and old is not timed and old.clocked:
+            self._retire(old)
         self._fast = fast
         self._timed = timed
         self._shut = era.started + m.period if era.state is OPEN and mode is _AUTO else _NEVER
 
     def _tick(self, now: float) -> None:
-        """At a bucket boundary: fold the successes counted since into the bucket that ended.
+        """What time alone makes due, for the ticker: hung calls, a rate window's bucket.
 
-        The ticker calls this; successes counted after it go in the next bucket.
+        At a bucket boundary, the successes counted since go in the bucket that ended;
+        those counted after it, in the next.
         """
+        if self._hung_due(now):
+            self._look_for_hung(now)
         window = self._window
         if window is None or now < window.end:
             return
@@ -646,16 +769,13 @@ class Breaker:
         with _Critical(self, deliver):
             now = self._clock()
             window = self._window
+            ticks = self._tick_widths()
             if policy.failure_rate is None:
-                if window is not None:
-                    self._window = None
-                    self._host.ticker.discard(self)
-            else:
-                if window is None:
-                    window = self._window = Window(policy.rate_window, now, self._ok)
-                elif window.length != policy.rate_window:
-                    window.resize(policy.rate_window, self._ok, now)
-                self._host.ticker.add(self, window.width)
+                self._window = None
+            elif window is None:
+                self._window = Window(policy.rate_window, now, self._ok)
+            elif window.length != policy.rate_window:
+                window.resize(policy.rate_window, self._ok, now)
             m = self._m
             end = mode_end(policy, now, self._host.wall, mode_deadline)
             mode = policy.mode
@@ -663,6 +783,15 @@ class Breaker:
                 mode, end = _AUTO, None  # a mode that ended never comes back
                 policy = attrs.evolve(policy, mode=_AUTO, mode_until=None)
             self._policy = policy
+            if policy.slow_call_duration is None:  # no longer timed: nothing hangs
+                self._cells = self._hanging = None
+                self._hung_at = _INF
+            ticker = self._host.ticker
+            new_ticks = self._tick_widths()
+            for width in ticks - new_ticks:
+                ticker.discard(self, width)
+            for width in new_ticks - ticks:
+                ticker.add(self, width)
             m.set_period(policy)
             self._set_mode(mode, end, now)
             if (
@@ -674,6 +803,16 @@ class Breaker:
             if self._waiters:  # a raised limit (or none) lets waiters in at once
                 self._refresh()
                 self._grant_waiters()
+
+    def _tick_widths(self) -> set[float]:
+        """Return how often the ticker must look at this breaker (a period per need)."""
+        widths = set()
+        if self._window is not None:
+            widths.add(self._window.width)
+        slow = self._policy.slow_call_duration
+        if slow is not None:
+            widths.add(slow / _SLICES)
+        return widths
 
     def _mode_ended(self, end: ModeEnd) -> bool:
         gone = self._gone

@@ -40,6 +40,7 @@ class Era:
     """One stretch of time in one state, and the trial calls admitted during it."""
 
     __slots__ = ("admitted", "started", "state", "trials")
+    clocked = False  # (the fast path asks any ticket; only a timed lane says yes)
 
     def __init__(self, state: str, started: float) -> None:
         self.state = state
@@ -53,6 +54,7 @@ class Call:
     """A ticket that needs more than its era: a trial, a timed call, or an untracked one."""
 
     __slots__ = ("era", "started", "track")
+    clocked = False
 
     def __init__(self, era: Era, started: float, track: int) -> None:
         self.era = era
@@ -66,6 +68,7 @@ _NO_TRIALS: dict[Call, None] = {}
 TRACKED: Final = 2  # in the state machine and the stats
 STATS_ONLY: Final = 1  # in the stats only (mode disabled)
 UNCOUNTED: Final = 0  # nowhere: a shadow-mode call that would have been rejected
+HUNG: Final = 3  # counted as slow while still in flight: its end counts nothing more
 
 
 class Machine(pybreaker.CircuitBreakerStorage):

@@ -46,7 +46,9 @@ DONE: Any = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Admission: produces ``ticket`` and ``t0`` (and, in async code, ``tmo``: the timeout).
-# A lane's limit is the largest int when the policy sets none, so the check always passes.
+# On a timed lane the clock is read first, so that the limit's check and the counting
+# that follows it run with no call between them (no other thread can come in between).
+# A lane without a limit has the largest int as one; without slow timing, an endless slice.
 _ADMIT = """
 ticket = brk._fast
 if ticket is not None:
@@ -55,9 +57,14 @@ if ticket is not None:
     {plain_timeout}
 else:
     ticket = brk._timed
-    if ticket is not None and brk._admitted - brk._ok - brk._ended < ticket.limit:
+    t0 = brk._clock() if ticket is not None and ticket.clocked else 0.0
+    if (
+        ticket is not None
+        and t0 < ticket.until
+        and brk._admitted - brk._ok - brk._ended < ticket.limit
+    ):
         brk._admitted += 1
-        t0 = brk._clock() if ticket.clocked else 0.0
+        ticket.n += 1
         {lane_timeout}
     else:
         {slow}
@@ -79,11 +86,12 @@ _SETTLE_OK = """
 if {ok}ticket is brk._fast:
     brk._ok += 1
 elif (
-    {ok}ticket is brk._timed
-    and (not ticket.clocked or brk._clock() - {t0} <= ticket.slow)
+    {ok}(not ticket.clocked or brk._clock() - {t0} <= ticket.slow)
+    and ticket is brk._timed
     and not brk._waiters
 ):
     brk._ok += 1
+    ticket.n -= 1
 else:
     brk._settle(ticket, None, {failed}, {excl}, {t0}{tmo})
 """

@@ -162,18 +162,35 @@ class Lane:
     its start is read; a success counts at once if it took at most ``slow`` seconds.
     ``timeout`` is an async call's timeout: positive, enforced; negative, measured only
     (mode shadow); None, none.
+
+    A timed lane is also a slice of time for spotting hung calls: it admits calls that
+    start before ``end`` and counts those in flight (``n``). Once ``end + slow`` has
+    passed, every call it still counts has run longer than ``slow``: the breaker counts
+    them slow (``hung``) while they hang. ``until`` is the earlier of ``end`` and the
+    breaker's next such moment: a call that starts or succeeds after it goes the slow
+    way, which looks.
     """
 
-    __slots__ = ("clocked", "era", "limit", "slow", "timeout")
+    __slots__ = ("clocked", "end", "era", "hung", "limit", "n", "slow", "timeout", "until")
 
     def __init__(
-        self, era: Era, slow: float, limit: int, timeout: float | None, clocked: bool
+        self,
+        era: Era,
+        slow: float,
+        limit: int,
+        timeout: float | None,
+        clocked: bool,
+        end: float,
     ) -> None:
         self.era = era
         self.slow = slow
         self.limit = limit
         self.timeout = timeout
         self.clocked = clocked
+        self.end = end
+        self.until = end
+        self.n = 0
+        self.hung = False
 
     def fits(self, era: Era, slow: float, limit: int, timeout: float | None) -> bool:
         """Return whether this lane still describes ``era`` with these settings."""

@@ -3,9 +3,11 @@
 Successes on the plain lane count without reading the clock. A failure-rate window learns
 where they belong when its bucket ends: at each bucket boundary the ticker folds every
 window's new successes into the bucket that just ended (within the thread's wake-up
-latency; a failure folds them at once, with its own clock reading). A ticker runs a
-daemon thread only while some breaker of its provider keeps a window, and stops when the
-provider closes; after that, windows fold at failures only.
+latency; a failure folds them at once, with its own clock reading). A call that hangs
+counts as slow once it has run past slowCallDuration: with no traffic to notice it, the
+ticker does, an eighth of slowCallDuration late at most. A ticker runs a daemon thread
+only while some breaker of its provider needs one, and stops when the provider closes;
+after that, breakers notice what is due when calls come.
 
 Under a clock that runs timers itself when a test advances it (`breaker.testing.FakeClock`
 offers ``on_advance``), the ticker runs in the advancing thread instead: no thread, and
@@ -33,7 +35,7 @@ def _boundary(now: float, width: float) -> int:
 
 
 class Ticker:
-    """Call ``Breaker._tick`` on the breakers with a window, at their bucket boundaries."""
+    """Call ``Breaker._tick`` on breakers every ``width`` seconds they asked for, on a grid."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -49,9 +51,8 @@ class Ticker:
             on_advance(self.run_due)
 
     def add(self, brk: Breaker, width: float) -> None:
-        """Tick ``brk`` at every boundary of buckets ``width`` seconds wide."""
+        """Tick ``brk`` every ``width`` seconds, at multiples of ``width``."""
         with self._lock:
-            self._drop(brk)
             group = self._groups.get(width)
             if group is None:
                 group = self._groups[width] = weakref.WeakSet()
@@ -67,16 +68,14 @@ class Ticker:
             else:
                 self._wake.notify()
 
-    def discard(self, brk: Breaker) -> None:
-        """Stop ticking ``brk``."""
+    def discard(self, brk: Breaker, width: float) -> None:
+        """Stop ticking ``brk`` every ``width`` seconds."""
         with self._lock:
-            self._drop(brk)
-
-    def _drop(self, brk: Breaker) -> None:
-        for width, group in list(self._groups.items()):
-            group.discard(brk)
-            if not group:
-                del self._groups[width], self._done[width]
+            group = self._groups.get(width)
+            if group is not None:
+                group.discard(brk)
+                if not group:
+                    del self._groups[width], self._done[width]
 
     def run_due(self) -> None:
         """Tick every breaker whose bucket ended since it was last ticked."""
@@ -88,7 +87,7 @@ class Ticker:
                 if boundary > self._done[width]:
                     self._done[width] = boundary
                     due.extend(group)
-        for brk in due:
+        for brk in dict.fromkeys(due):  # once each, though it asked for two periods
             brk._tick(now)
 
     def close(self) -> None:
