@@ -6,6 +6,7 @@ import contextlib
 import pathlib
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -27,6 +28,18 @@ class NotFound(Exception):
 
 class Abort(BaseException):
     """Neither success nor failure, as KeyboardInterrupt or CancelledError."""
+
+
+def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` is true (a thread or a server makes it so); fail after ``timeout``.
+
+    The one poll-until of the tests: use it where the code exposes nothing to wait on.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {predicate}")
+        time.sleep(0.002)
 
 
 def ok() -> str:

@@ -136,6 +136,7 @@ class Breaker:
         "_parked",
         "_policy",
         "_shut",
+        "_ticks",
         "_timed",
         "_waiters",
         "_window",
@@ -172,6 +173,7 @@ class Breaker:
         # Hung calls, while slowCallDuration is set: the timed lanes that have calls in
         # flight and admit no more (oldest first), the slow way's timed calls in flight
         # (oldest first), and the next moment one of them may have hung.
+        self._ticks: frozenset[float] = frozenset()  # how often the ticker looks at it
         self._cells: deque[Lane] | None = None
         self._hanging: dict[Call, None] | None = None
         self._hung_at = _INF
@@ -769,7 +771,6 @@ class Breaker:
         with _Critical(self, deliver):
             now = self._clock()
             window = self._window
-            ticks = self._tick_widths()
             if policy.failure_rate is None:
                 self._window = None
             elif window is None:
@@ -787,11 +788,12 @@ class Breaker:
                 self._cells = self._hanging = None
                 self._hung_at = _INF
             ticker = self._host.ticker
-            new_ticks = self._tick_widths()
-            for width in ticks - new_ticks:
+            ticks = self._tick_widths()
+            for width in self._ticks - ticks:
                 ticker.discard(self, width)
-            for width in new_ticks - ticks:
+            for width in ticks - self._ticks:
                 ticker.add(self, width)
+            self._ticks = ticks
             m.set_period(policy)
             self._set_mode(mode, end, now)
             if (
@@ -804,15 +806,15 @@ class Breaker:
                 self._refresh()
                 self._grant_waiters()
 
-    def _tick_widths(self) -> set[float]:
+    def _tick_widths(self) -> frozenset[float]:
         """Return how often the ticker must look at this breaker (a period per need)."""
-        widths = set()
+        widths = []
         if self._window is not None:
-            widths.add(self._window.width)
+            widths.append(self._window.width)
         slow = self._policy.slow_call_duration
         if slow is not None:
-            widths.add(slow / _SLICES)
-        return widths
+            widths.append(slow / _SLICES)
+        return frozenset(widths)
 
     def _mode_ended(self, end: ModeEnd) -> bool:
         gone = self._gone

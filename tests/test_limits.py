@@ -1,0 +1,566 @@
+"""Load protection: maxConcurrentCalls (waiting, rejecting, changed live), async timeouts,
+and hung calls counted while they hang; on every way in, in every mode."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import breaker
+from breaker import (
+    Breaker,
+    BreakerOpenError,
+    BulkheadFullError,
+    CallTimeoutError,
+    MemoryCoord,
+    Policy,
+    RejectedError,
+    State,
+)
+from breaker.testing import FakeClock, adopt, force_state
+
+from .helpers import PREFIX, Boom, eventually
+
+TIMEOUT = 5.0
+
+
+def make(clock: Callable[[], float] | None = None, **policy: Any) -> Breaker:
+    return Breaker("payments", Policy(**policy), clock=clock or time.monotonic)
+
+
+class Gate:
+    """Calls that block until released: a downstream that holds its callers."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def call(self) -> str:
+        self.entered.release()
+        assert self.release.wait(TIMEOUT)
+        return "ok"
+
+    def wait_entered(self, n: int) -> None:
+        for _ in range(n):
+            assert self.entered.acquire(timeout=TIMEOUT)
+
+
+def run_threads(target: Callable[[], Any], n: int) -> tuple[list[Any], list[threading.Thread]]:
+    results: list[Any] = []
+
+    def worker() -> None:
+        try:
+            results.append(target())
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return results, threads
+
+
+class TestConcurrencyLimit:
+    def test_a_limit_of_3_under_10_callers_admits_3_and_rejects_7(self) -> None:
+        brk = make(max_concurrent_calls=3)
+        gate = Gate()
+        results, threads = run_threads(lambda: brk.do(gate.call), 10)
+        gate.wait_entered(3)
+        eventually(lambda: len(results) == 7)  # the rest were turned away at once
+        assert all(isinstance(r, BulkheadFullError) for r in results)
+        assert brk.stats().in_flight == 3
+        gate.release.set()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert results.count("ok") == 3
+        stats = brk.stats()
+        assert stats.calls["bulkhead_full"] == 7 and stats.calls["success"] == 3
+        assert stats.calls["failure"] == 0 and brk.state is State.CLOSED  # not the downstream's
+        assert stats.in_flight == 0
+
+    def test_the_rejection_says_what_and_is_a_rejected_error(self) -> None:
+        brk = make(max_concurrent_calls=1)
+        gate = Gate()
+        _, threads = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        with pytest.raises(RejectedError) as info:
+            brk.do(lambda: None)
+        assert isinstance(info.value, BulkheadFullError)
+        assert info.value.name == "payments" and info.value.limit == 1
+        assert info.value.retry_after == 0.0
+        assert "1 calls in flight" in str(info.value)
+        gate.release.set()
+        threads[0].join(TIMEOUT)
+
+    def test_a_waiter_gets_in_when_a_slot_frees_within_max_wait(self) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=TIMEOUT)
+        gate = Gate()
+        first, first_threads = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        second, second_threads = run_threads(lambda: brk.do(lambda: "second"), 1)
+        eventually(lambda: brk._waiters)  # waiting, not rejected
+        assert second == []
+        gate.release.set()
+        for t in first_threads + second_threads:
+            t.join(TIMEOUT)
+        assert first == ["ok"] and second == ["second"]
+        assert brk.stats().calls["bulkhead_full"] == 0
+
+    def test_a_waiter_is_rejected_when_no_slot_frees_in_time(self) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=0.05)
+        gate = Gate()
+        _, threads = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        t0 = time.monotonic()
+        with pytest.raises(BulkheadFullError) as info:
+            brk.do(lambda: None)
+        assert time.monotonic() - t0 >= 0.05
+        assert "waited 0.050s" in str(info.value)
+        assert not brk._waiters
+        gate.release.set()
+        threads[0].join(TIMEOUT)
+
+    def test_waiters_get_in_first_come_first_served(self) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=TIMEOUT)
+        gate = Gate()
+        _, threads = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        order: list[int] = []
+        waiters = []
+        for i in range(3):
+            _, ts = run_threads(lambda i=i: brk.do(order.append, i), 1)  # type: ignore[misc]
+            waiters += ts
+            eventually(lambda i=i: len(brk._waiters or ()) == i + 1)  # type: ignore[misc]
+        gate.release.set()
+        for t in threads + waiters:
+            t.join(TIMEOUT)
+        assert order == [0, 1, 2]
+
+    def test_the_limit_changes_live_from_the_coord(self) -> None:
+        coord = MemoryCoord(
+            {PREFIX + "payments.json": '{"maxConcurrentCalls": 1, "maxWaitDuration": "5s"}'}
+        )
+        config = breaker.Config("checkout", PREFIX)
+        with breaker.new(config, coord=coord) as provider:
+            brk = provider.get_breaker("payments")
+            gate = Gate()
+            results, threads = run_threads(lambda: brk.do(gate.call), 4)
+            gate.wait_entered(1)
+            eventually(lambda: len(brk._waiters or ()) == 3)
+            # Raising the limit lets the waiters in at once.
+            coord.put(
+                PREFIX + "payments.json", '{"maxConcurrentCalls": 4, "maxWaitDuration": "5s"}'
+            )
+            gate.wait_entered(3)
+            assert brk.stats().in_flight == 4
+            # Lowering it below the calls in flight rejects new calls until enough end.
+            coord.put(PREFIX + "payments.json", '{"maxConcurrentCalls": 2}')
+            with pytest.raises(BulkheadFullError):
+                brk.do(lambda: None)
+            gate.release.set()
+            for t in threads:
+                t.join(TIMEOUT)
+            assert results == ["ok"] * 4
+            assert brk.do(lambda: "room again") == "room again"
+
+    def test_an_open_breaker_rejects_before_the_limit_is_asked(self) -> None:
+        brk = make(max_concurrent_calls=1, failure_threshold=1)
+        with pytest.raises(Boom):
+            brk.do(_fail)
+        with pytest.raises(BreakerOpenError):
+            brk.do(lambda: None)
+        assert brk.stats().calls["bulkhead_full"] == 0
+
+    def test_a_trial_rejected_by_the_limit_gives_its_half_open_slot_back(self) -> None:
+        clock = FakeClock()
+        brk = make(clock, max_concurrent_calls=1, failure_threshold=1, success_threshold=2)
+        force_state(brk, "half-open")
+        held = brk._admit()  # a trial in flight: the limit is reached
+        with pytest.raises(BulkheadFullError):
+            brk.do(lambda: None)
+        assert brk._m.era.admitted == 1  # the rejected call's slot went back
+        brk._settle(held)
+        assert brk.do(lambda: "trial") == "trial"
+        assert brk.state is State.CLOSED
+
+    def test_shadow_mode_counts_what_the_limit_would_reject_and_runs_it(self) -> None:
+        brk = make(max_concurrent_calls=1, mode="shadow")
+        gate = Gate()
+        results, threads = run_threads(lambda: brk.do(gate.call), 3)
+        gate.wait_entered(3)  # all run
+        assert brk.stats().calls["bulkhead_full"] == 2
+        gate.release.set()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert results == ["ok"] * 3
+        calls = brk.stats().calls
+        assert calls["success"] == 1  # the two over the limit ran uncounted
+        assert brk.stats().in_flight == 0
+
+    def test_disabled_turns_the_limit_off_and_forced_open_rejects_all(self) -> None:
+        brk = make(max_concurrent_calls=1, mode="disabled")
+        gate = Gate()
+        results, threads = run_threads(lambda: brk.do(gate.call), 3)
+        gate.wait_entered(3)
+        gate.release.set()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert results == ["ok"] * 3
+        adopt(brk, Policy(max_concurrent_calls=1, mode="forced-open"))
+        with pytest.raises(BreakerOpenError):
+            brk.do(lambda: None)
+
+    def test_a_waiting_caller_interrupted_gives_up_its_place(self) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=TIMEOUT)
+
+        async def scenario() -> None:
+            gate = asyncio.Event()
+
+            async def hold() -> None:
+                await gate.wait()
+
+            holder = asyncio.ensure_future(brk.do_async(hold))
+            await asyncio.sleep(0)
+            waiter = asyncio.ensure_future(brk.do_async(hold))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert len(brk._waiters or ()) == 1
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert not brk._waiters
+            gate.set()
+            await holder
+
+        asyncio.run(scenario())
+        assert brk.stats().in_flight == 0
+
+    def test_asyncio_tasks_wait_and_are_rejected_without_blocking_the_loop(self) -> None:
+        brk = make(max_concurrent_calls=3)
+
+        async def scenario() -> list[object]:
+            gate = asyncio.Event()
+
+            async def hold() -> str:
+                await gate.wait()
+                return "ok"
+
+            tasks = [asyncio.ensure_future(brk.do_async(hold)) for _ in range(10)]
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert brk.stats().in_flight == 3
+            gate.set()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        results = asyncio.run(scenario())
+        assert results.count("ok") == 3
+        assert sum(isinstance(r, BulkheadFullError) for r in results) == 7
+
+    def test_an_async_waiter_gets_a_slot_another_thread_freed(self) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=TIMEOUT)
+        gate = Gate()
+        _, threads = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+
+        async def scenario() -> str:
+            async def work() -> str:
+                return "async"
+
+            task = asyncio.ensure_future(brk.do_async(work))
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not task.done()
+            gate.release.set()  # the thread's call ends and hands its slot to the task
+            return await task
+
+        assert asyncio.run(scenario()) == "async"
+        threads[0].join(TIMEOUT)
+
+
+def _fail() -> None:
+    raise Boom
+
+
+class TestEveryWayIn:
+    """The limit and the rejection on do, do_async, both decorators, both guards."""
+
+    @pytest.fixture
+    def provider(self) -> Iterator[breaker.Provider]:
+        coord = MemoryCoord({PREFIX + "payments.json": '{"maxConcurrentCalls": 1}'})
+        with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+            yield provider
+
+    def hold(self, provider: breaker.Provider) -> breaker.Guard:
+        return provider.guard("payments").__enter__()
+
+    def test_sync_ways(self, provider: breaker.Provider) -> None:
+        held = self.hold(provider)
+
+        @provider.circuit("payments")
+        def function() -> None: ...
+
+        class Client:
+            @provider.circuit("payments")
+            def method(self) -> None: ...
+
+        brk = provider.get_breaker("payments")
+        for way in (
+            lambda: brk.do(lambda: None),
+            function,
+            Client().method,
+            lambda: provider.guard("payments").__enter__(),
+        ):
+            with pytest.raises(BulkheadFullError):
+                way()
+        held.__exit__(None, None, None)
+        assert brk.stats().calls["bulkhead_full"] == 4
+
+    def test_async_ways(self, provider: breaker.Provider) -> None:
+        @provider.circuit("payments")
+        async def function() -> None: ...
+
+        class Client:
+            @provider.circuit("payments")
+            async def method(self) -> None: ...
+
+        brk = provider.get_breaker("payments")
+
+        async def noop() -> None: ...
+
+        async def scenario() -> None:
+            held = self.hold(provider)
+            for way in (
+                lambda: brk.do_async(noop),
+                function,
+                Client().method,
+                provider.guard("payments").__aenter__,
+            ):
+                with pytest.raises(BulkheadFullError):
+                    await way()
+            held.__exit__(None, None, None)
+
+        asyncio.run(scenario())
+        assert brk.stats().calls["bulkhead_full"] == 4
+
+    def test_a_fallback_receives_the_rejection(self, provider: breaker.Provider) -> None:
+        held = self.hold(provider)
+
+        @provider.circuit("payments", fallback=lambda exc: type(exc).__name__)
+        def function() -> str:
+            return "ran"
+
+        assert function() == "BulkheadFullError"
+        held.__exit__(None, None, None)
+        assert function() == "ran"
+
+
+class TestTimeout:
+    def test_an_async_call_past_its_timeout_is_cancelled_and_fails(self) -> None:
+        brk = make(timeout=0.05, failure_threshold=2)
+        cancelled = []
+
+        async def hang() -> None:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+        async def scenario() -> None:
+            for _ in range(2):
+                with pytest.raises(CallTimeoutError) as info:
+                    await brk.do_async(hang)
+                assert isinstance(info.value, TimeoutError)
+                assert info.value.timeout == 0.05 and "0.05s" in str(info.value)
+            assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+        asyncio.run(scenario())
+        assert cancelled == [True, True]
+        assert brk.stats().calls["timeout"] == 2
+        assert brk.state is State.OPEN  # timeouts are failures
+
+    def test_every_async_way_is_cut_short(self) -> None:
+        coord = MemoryCoord({PREFIX + "payments.json": '{"timeout": "50ms"}'})
+        with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+
+            @provider.circuit("payments")
+            async def function() -> None:
+                await asyncio.sleep(60)
+
+            class Client:
+                @provider.circuit("payments")
+                async def method(self) -> None:
+                    await asyncio.sleep(60)
+
+            async def guarded() -> None:
+                async with provider.guard("payments"):
+                    await asyncio.sleep(60)
+
+            async def scenario() -> None:
+                for way in (function, Client().method, guarded):
+                    with pytest.raises(CallTimeoutError):
+                        await way()
+
+            asyncio.run(scenario())
+            assert provider.get_breaker("payments").stats().calls["timeout"] == 3
+
+    def test_a_fallback_replaces_a_timeout(self) -> None:
+        coord = MemoryCoord({PREFIX + "payments.json": '{"timeout": "50ms"}'})
+        with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+
+            @provider.circuit("payments", fallback=lambda exc: "cached")
+            async def function() -> str:
+                await asyncio.sleep(60)
+                return "fresh"
+
+            assert asyncio.run(function()) == "cached"
+
+    def test_a_call_within_its_timeout_and_sync_calls_are_untouched(self) -> None:
+        brk = make(timeout=0.05)
+
+        async def quick() -> str:
+            return "ok"
+
+        assert asyncio.run(brk.do_async(quick)) == "ok"
+        assert brk.do(time.sleep, 0.06) is None  # sync calls are not cancelled
+        assert brk.stats().calls["success"] == 2
+
+    def test_someone_elses_cancellation_and_timeout_stay_theirs(self) -> None:
+        brk = make(timeout=60)
+
+        async def raises_timeout() -> None:
+            raise TimeoutError("the callee's own")
+
+        async def scenario() -> None:
+            with pytest.raises(TimeoutError) as info:
+                await brk.do_async(raises_timeout)
+            assert not isinstance(info.value, CallTimeoutError)
+            task = asyncio.ensure_future(brk.do_async(asyncio.sleep, 60))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(scenario())
+        calls = brk.stats().calls
+        assert calls["timeout"] == 0 and calls["failure"] == 1 and calls["cancelled"] == 1
+
+    def test_shadow_counts_what_it_would_cut_and_cuts_nothing(self) -> None:
+        brk = make(timeout=0.02, mode="shadow", failure_threshold=1)
+
+        async def slow() -> str:
+            await asyncio.sleep(0.05)
+            return "done"
+
+        assert asyncio.run(brk.do_async(slow)) == "done"
+        assert brk.stats().calls["timeout"] == 1
+        assert brk.state is State.OPEN  # the state machine runs in shadow mode
+        assert brk.do(time.sleep, 0.03) is None  # and sync calls are not judged
+        assert brk.stats().calls["timeout"] == 1
+
+    def test_disabled_turns_the_timeout_off(self) -> None:
+        brk = make(timeout=0.01, mode="disabled")
+
+        async def slow() -> str:
+            await asyncio.sleep(0.03)
+            return "done"
+
+        assert asyncio.run(brk.do_async(slow)) == "done"
+        assert brk.stats().calls["timeout"] == 0
+
+
+class TestHungCalls:
+    def test_a_hung_call_counts_as_slow_while_it_hangs_and_once(self, clock: FakeClock) -> None:
+        brk = make(clock, slow_call_duration=2, failure_threshold=1)
+        call = breaker.Guard(brk).__enter__()
+        clock.advance(1.5)
+        assert brk.state is State.CLOSED
+        clock.advance(1.0)  # past 2 s, and past the slice it started in: the ticker sees it
+        assert brk.state is State.OPEN  # tripped while the call still hangs
+        assert brk.stats().calls["slow"] == 1 and brk.stats().in_flight == 1
+        call.__exit__(None, None, None)  # it ends at last: counted once already
+        stats = brk.stats()
+        assert stats.calls["slow"] == 1 and stats.calls["success"] == 0
+        assert stats.in_flight == 0
+
+    def test_hung_calls_trip_the_breaker_as_they_pass_the_limit(self, clock: FakeClock) -> None:
+        brk = make(clock, slow_call_duration=2, failure_threshold=3)
+        calls = []
+        for _ in range(3):
+            calls.append(breaker.Guard(brk).__enter__())
+            clock.advance(1)
+        assert brk.stats().calls["slow"] == 1  # the first has hung for 3 s; the others not yet
+        clock.advance(1)
+        assert brk.stats().calls["slow"] == 2
+        clock.advance(1)
+        assert brk.state is State.OPEN
+        for call in calls:
+            call.__exit__(Boom, Boom(), None)
+        assert brk.stats().calls == {**brk.stats().calls, "slow": 3, "failure": 0}
+
+    def test_a_call_that_ends_in_time_or_just_late_counts_as_it_ended(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, slow_call_duration=2)
+
+        def taking(seconds: float) -> str:
+            clock.advance(seconds)
+            return "ok"
+
+        brk.do(taking, 1.9)
+        brk.do(taking, 2.1)  # slow, by its own clock reading at the end
+        calls = brk.stats().calls
+        assert calls["success"] == 1 and calls["slow"] == 1
+
+    def test_calls_on_the_slow_way_are_watched_too(self, clock: FakeClock) -> None:
+        brk = make(clock, slow_call_duration=2, failure_threshold=2)
+        with pytest.raises(Boom):
+            brk.do(_fail)  # a failure run: calls take the slow way
+        call = breaker.Guard(brk).__enter__()
+        assert call._ticket.__class__.__name__ == "Call"
+        clock.advance(2.5)
+        assert brk.state is State.OPEN
+        call.__exit__(None, None, None)
+        assert brk.stats().calls["slow"] == 1
+
+    def test_a_hung_downstream_trips_a_real_breaker_by_its_ticker(self) -> None:
+        coord = MemoryCoord(
+            {PREFIX + "payments.json": '{"slowCallDuration": "100ms", "failureThreshold": 1}'}
+        )
+        with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+            brk = provider.get_breaker("payments")
+            gate = Gate()
+            results, threads = run_threads(lambda: brk.do(gate.call), 1)
+            gate.wait_entered(1)
+            eventually(lambda: brk.state is State.OPEN, timeout=TIMEOUT)  # no other traffic
+            assert brk.stats().in_flight == 1
+            gate.release.set()
+            threads[0].join(TIMEOUT)
+            assert results == ["ok"]
+            assert brk.stats().calls["slow"] == 1 and brk.stats().calls["success"] == 0
+
+    def test_turning_slow_timing_off_forgets_the_watched_calls(self, clock: FakeClock) -> None:
+        brk = make(clock, slow_call_duration=2, failure_threshold=1)
+        call = breaker.Guard(brk).__enter__()
+        adopt(brk, Policy(failure_threshold=1))
+        clock.advance(10)
+        assert brk.state is State.CLOSED
+        call.__exit__(None, None, None)
+        assert brk.stats().calls["success"] == 1
+
+
+def test_status_shows_calls_in_flight_and_both_families() -> None:
+    coord = MemoryCoord({PREFIX + "payments.json": '{"maxConcurrentCalls": 1}'})
+    with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+        held = provider.guard("payments").__enter__()
+        with pytest.raises(BulkheadFullError):
+            provider.get_breaker("payments").do(lambda: None)
+        stats = provider.status()["breakers"]["payments"]["stats"]
+        assert stats["in_flight"] == 1
+        assert stats["calls"]["bulkhead_full"] == 1 and stats["calls"]["timeout"] == 0
+        held.__exit__(None, None, None)
