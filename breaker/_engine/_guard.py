@@ -45,6 +45,13 @@ class Guard:
         """Admit the call now or raise `BreakerOpenError` (what ``with`` does on entering)."""
 
     @_paths.guard
+    async def aenter(self) -> Guard:  # type: ignore[empty-body]
+        """Admit the call as `enter` does, from a coroutine: waiting for a slot awaits.
+
+        The policy's timeout is the driver's to apply (as its client's request timeout).
+        """
+
+    @_paths.guard
     def exit(self, exc: BaseException | None = None) -> bool:  # type: ignore[empty-body]
         """Record the outcome (``exc``: what the call raised); return whether it is an error.
 

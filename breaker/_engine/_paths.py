@@ -308,18 +308,19 @@ def wrapper_factory(
 
 
 def _guard_method(name: str) -> Callable[..., Any]:
-    is_async = name.startswith("__a")
-    tmo = ", self._tmo" if is_async else ""
+    is_async = name.startswith("__a") or name == "aenter"
+    tmo = ", self._tmo" if name.startswith("__a") else ""
     settle = f"brk._settle(ticket, exc, False, self._exclude, self._t0{tmo})"
     if "enter" in name:
         template = _GUARD_ENTER
         # An async block runs under its timeout: the deadline cancels the block's task.
+        # (A driver's async admission does not: it passes the timeout to its client.)
         deadline = (
             """
             self._tmo = tmo
             self._deadline = _Deadline(brk._name, tmo) if tmo is not None and tmo > 0 else None
             """
-            if is_async
+            if name == "__aenter__"
             else ""
         )
     else:

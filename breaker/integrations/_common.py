@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, TypeVar
 from breaker import _names
 from breaker._decorators import _FromDefault
 from breaker._engine import Guard
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import RejectedError
 from breaker._provider import Provider
+from breaker._state import Mode
 
 if TYPE_CHECKING:
     from breaker._engine import Breaker
@@ -100,9 +101,18 @@ class Call:
 
     __slots__ = ("_guard",)
 
-    def __init__(self, brk: Breaker) -> None:
-        """Admit a call to ``brk``; raise `BreakerOpenError` if the breaker rejects it."""
-        self._guard = Guard(brk).enter()
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
+
+    @classmethod
+    def admit(cls, brk: Breaker) -> Call:
+        """Admit a call to ``brk``, or raise the `RejectedError` that turns it away."""
+        return cls(Guard(brk).enter())
+
+    @classmethod
+    async def admit_async(cls, brk: Breaker) -> Call:
+        """Admit a call as `admit` does; a wait for a slot awaits instead of blocking."""
+        return cls(await Guard(brk).aenter())
 
     def settle(self, exc: BaseException | None = None, *, failed: bool = False) -> None:
         """Record how the call ended: ``exc`` if it raised, ``failed`` if it returned a failure.
@@ -119,7 +129,17 @@ class Call:
         self.settle(_Cancelled())
 
 
-def retry_after_seconds(exc: BreakerOpenError) -> int:
+def request_timeout(brk: Breaker, given: float | None) -> float | None:
+    """Return the timeout a client should send a request with: the caller's, or the policy's
+    ``timeout`` where that is smaller (None: none). An operator tightens it from Consul;
+    in mode ``disabled`` or ``shadow`` the policy's timeout does not apply."""
+    timeout = brk.policy.timeout
+    if timeout is None or brk.mode in (Mode.DISABLED, Mode.SHADOW):
+        return given
+    return timeout if given is None or given > timeout else given
+
+
+def retry_after_seconds(exc: RejectedError) -> int:
     """Return a rejection's ``retry_after`` as a Retry-After value: whole seconds, at least 1.
 
     Rounded up, so a client that honours it never comes back before the breaker admits

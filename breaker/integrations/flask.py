@@ -5,7 +5,7 @@
     app = Flask(__name__)
     install(app, status_path="/breakers", provider=provider)
 
-A view that lets a `breaker.BreakerOpenError` escape (from ``@circuit``, a guard, or a
+A view that lets a `breaker.RejectedError` escape (from ``@circuit``, a guard, or a
 client integration, whose rejections are subclasses) answers
 ``503 Service Unavailable`` with ``Retry-After`` (whole seconds, rounded up, at least 1)
 and the JSON body ``{"detail": "Service Unavailable"}``; the breaker's name stays
@@ -25,16 +25,16 @@ except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise _common.missing("flask", "flask", "flask") from _exc
 
 from breaker._default import get_default_provider
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import RejectedError
 from breaker._provider import Provider
 
 __all__ = ["breaker_open_handler", "install", "status_view"]
 
 
-def breaker_open_handler(exc: BreakerOpenError) -> Response:
-    """Answer a request whose view raised `breaker.BreakerOpenError`: 503 with Retry-After.
+def breaker_open_handler(exc: RejectedError) -> Response:
+    """Answer a request whose view raised `breaker.RejectedError`: 503 with Retry-After.
 
-    Register it with ``app.register_error_handler(breaker.BreakerOpenError, ...)``, or
+    Register it with ``app.register_error_handler(breaker.RejectedError, ...)``, or
     call `install`.
     """
     response = jsonify(detail="Service Unavailable")
@@ -70,6 +70,6 @@ def install(
 
     The status view's endpoint is ``breaker_status``.
     """
-    app.register_error_handler(BreakerOpenError, breaker_open_handler)
+    app.register_error_handler(RejectedError, breaker_open_handler)
     if status_path is not None:
         app.add_url_rule(status_path, "breaker_status", status_view(provider), methods=["GET"])

@@ -39,7 +39,13 @@ Rejections
     With ``grpc.aio``, `BreakerOpenAioRpcError` is raised where the call is awaited
     or read. Both are a `breaker.BreakerOpenError` and a ``grpc.RpcError`` with
     ``code()`` UNAVAILABLE and ``details()`` naming the breaker, so existing
-    ``except grpc.RpcError`` clauses catch them.
+    ``except grpc.RpcError`` clauses catch them. With ``maxConcurrentCalls`` reached,
+    `BulkheadFullRpcError` and `BulkheadFullAioRpcError` do the same with ``code()``
+    RESOURCE_EXHAUSTED (they are `breaker.BulkheadFullError`); an aio call waits for a
+    slot without blocking its event loop.
+Deadline
+    A policy's ``timeout`` becomes the call's deadline where the caller set a longer one
+    or none: an operator shortens a client's deadline from Consul, without a deploy.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise _common.missing("grpc", "grpcio", "grpc") from _exc
 
 from breaker._engine import Breaker
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import BreakerOpenError, BulkheadFullError, RejectedError
 from breaker._provider import Provider
 from breaker._state import Mode, State
 
@@ -68,6 +74,8 @@ __all__ = [
     "BreakerInterceptor",
     "BreakerOpenAioRpcError",
     "BreakerOpenRpcError",
+    "BulkheadFullAioRpcError",
+    "BulkheadFullRpcError",
     "aio_insecure_channel",
     "aio_interceptors",
     "aio_secure_channel",
@@ -113,13 +121,8 @@ def _args(
     return (name, state, retry_after) if mode is None else (name, state, retry_after, mode)
 
 
-class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[type-arg]
-    """Stand in for a call that a breaker rejected: a `breaker.BreakerOpenError` and a failed RPC.
-
-    It is a ``grpc.RpcError``, a ``grpc.Call`` and a ``grpc.Future`` that is already
-    done, as grpc's own failed calls are: ``code()`` is UNAVAILABLE, ``details()`` names
-    the breaker, ``result()`` raises it; iterating it as a response stream raises it.
-    """
+class _RejectedCall(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[type-arg]
+    """A call that never ran, as grpc's own failed calls look: an error, a call, a done future."""
 
     def code(self) -> grpc.StatusCode:
         """Return UNAVAILABLE: the downstream is treated as unavailable, and the call never ran."""
@@ -177,7 +180,7 @@ class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Futur
         """Raise this error, as a failed call's future does."""
         raise self
 
-    def exception(self, timeout: float | None = None) -> BreakerOpenRpcError:
+    def exception(self, timeout: float | None = None) -> _RejectedCall:
         """Return this error, as a failed call's future does."""
         return self
 
@@ -185,11 +188,31 @@ class BreakerOpenRpcError(BreakerOpenError, grpc.RpcError, grpc.Call, grpc.Futur
         """Return the traceback of this error (None until it was raised)."""
         return self.__traceback__
 
-    def __iter__(self) -> BreakerOpenRpcError:
+    def __iter__(self) -> _RejectedCall:
         return self
 
     def __next__(self) -> NoReturn:
         raise self
+
+
+class BreakerOpenRpcError(BreakerOpenError, _RejectedCall):
+    """Stand in for a call that a breaker rejected: a `breaker.BreakerOpenError` and a failed RPC.
+
+    It is a ``grpc.RpcError``, a ``grpc.Call`` and a ``grpc.Future`` that is already
+    done, as grpc's own failed calls are: ``code()`` is UNAVAILABLE, ``details()`` names
+    the breaker, ``result()`` raises it; iterating it as a response stream raises it.
+    """
+
+
+class BulkheadFullRpcError(BulkheadFullError, _RejectedCall):
+    """Stand in for a call turned away by ``maxConcurrentCalls``: a failed RPC that never ran.
+
+    As `BreakerOpenRpcError`, with ``code()`` RESOURCE_EXHAUSTED.
+    """
+
+    def code(self) -> grpc.StatusCode:
+        """Return RESOURCE_EXHAUSTED: this client has too many calls in flight."""
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class BreakerOpenAioRpcError(BreakerOpenError, grpc.aio.AioRpcError):
@@ -216,6 +239,35 @@ class BreakerOpenAioRpcError(BreakerOpenError, grpc.aio.AioRpcError):
 
     def __reduce__(self) -> tuple[type[BreakerOpenAioRpcError], tuple[Any, ...]]:
         return type(self), self.args
+
+
+class BulkheadFullAioRpcError(BulkheadFullError, grpc.aio.AioRpcError):
+    """Raise when ``maxConcurrentCalls`` turns a ``grpc.aio`` call away: RESOURCE_EXHAUSTED."""
+
+    def __init__(self, name: str, limit: int, waited: float, /) -> None:
+        grpc.aio.AioRpcError.__init__(
+            self, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.aio.Metadata(), grpc.aio.Metadata()
+        )
+        self.args = (name, limit, waited)
+
+    def details(self) -> str:
+        """Return which breaker turned the call away, and its limit."""
+        return str(self)
+
+    def debug_error_string(self) -> str:
+        """Return the same text as `details`."""
+        return str(self)
+
+    def __reduce__(self) -> tuple[type[BulkheadFullAioRpcError], tuple[Any, ...]]:
+        return type(self), self.args
+
+
+def _deadline(brk: Breaker, details: Any) -> Any:
+    """Return the call details with the policy's timeout as deadline where it is tighter."""
+    timeout = _common.request_timeout(brk, details.timeout)
+    if timeout == details.timeout:
+        return details
+    return details._replace(timeout=timeout)
 
 
 class _Rules:
@@ -327,9 +379,12 @@ class BreakerInterceptor(
         if brk is None:
             return continuation(details, request)
         try:
-            pending = _common.Call(brk)
-        except BreakerOpenError as exc:
+            pending = _common.Call.admit(brk)
+        except BulkheadFullError as exc:
+            return BulkheadFullRpcError(*exc.args)
+        except RejectedError as exc:
             return BreakerOpenRpcError(*exc.args)
+        details = _deadline(brk, details)
         try:
             call = continuation(details, request)
         except BaseException as exc:
@@ -358,9 +413,12 @@ class _AioInterceptor:
         if brk is None:
             return await continuation(details, request)
         try:
-            pending = _common.Call(brk)
-        except BreakerOpenError as exc:
+            pending = await _common.Call.admit_async(brk)
+        except BulkheadFullError as exc:
+            raise BulkheadFullAioRpcError(*exc.args) from None
+        except RejectedError as exc:
             raise BreakerOpenAioRpcError(*exc.args) from None
+        details = _deadline(brk, details)
         try:
             call = await continuation(details, request)
         except BaseException as exc:

@@ -27,7 +27,13 @@ When it counts
 Rejections
     `BreakerOpenTransportError`, both a `breaker.BreakerOpenError` and an
     ``httpx.TransportError``, so ``except httpx.HTTPError`` catches it too; the request
-    is never sent.
+    is never sent. With ``maxConcurrentCalls`` reached, `BulkheadFullTransportError`
+    (a `breaker.BulkheadFullError`, an ``httpx.TransportError``); an async client's
+    request waits for a slot without blocking its event loop.
+Timeout
+    A policy's ``timeout`` tightens each request's timeouts (connect, read, write, pool)
+    where the caller's are longer or unset: an operator shortens a client's timeout from
+    Consul, without a deploy.
 
 The wrapped transport is httpx's own (``httpx.HTTPTransport()``) unless given: pass
 ``httpx.HTTPTransport(verify=..., retries=...)`` for settings that a client would
@@ -49,7 +55,7 @@ except ImportError as _exc:  # pragma: no cover - depends on what is installed
 
 from breaker._engine import Breaker
 from breaker._engine import judge as _judge
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import BreakerOpenError, BulkheadFullError, RejectedError
 from breaker._provider import Provider
 from breaker._state import Mode, State
 
@@ -57,6 +63,7 @@ __all__ = [
     "AsyncBreakerTransport",
     "BreakerOpenTransportError",
     "BreakerTransport",
+    "BulkheadFullTransportError",
     "default_name",
     "server_error",
 ]
@@ -99,11 +106,51 @@ class BreakerOpenTransportError(BreakerOpenError, httpx.TransportError):
         self.args = (name, state, retry_after) if mode is None else (name, state, retry_after, mode)
 
 
+class BulkheadFullTransportError(BulkheadFullError, httpx.TransportError):
+    """Raise when too many requests are in flight: a `breaker.BulkheadFullError`, an httpx error.
+
+    ``request`` is the request that was not sent.
+    """
+
+    def __init__(
+        self, name: str, limit: int, waited: float, /, *, request: httpx.Request | None = None
+    ) -> None:
+        httpx.TransportError.__init__(self, "", request=request)
+        self.args = (name, limit, waited)
+
+
+def _rejected(exc: RejectedError, request: httpx.Request) -> httpx.TransportError:
+    if isinstance(exc, BulkheadFullError):
+        return BulkheadFullTransportError(*exc.args, request=request)
+    return BreakerOpenTransportError(*exc.args, request=request)
+
+
+def _tighten(brk: Breaker, request: httpx.Request) -> None:
+    """Apply the policy's timeout to the request's own where those are longer or unset."""
+    given = request.extensions.get("timeout")
+    if not isinstance(given, dict):
+        given = dict.fromkeys(("connect", "read", "write", "pool"))
+    timeouts = {key: _common.request_timeout(brk, value) for key, value in given.items()}
+    if timeouts != given:
+        request.extensions = {**request.extensions, "timeout": timeouts}
+
+
 def _admit(brk: Breaker, request: httpx.Request) -> _common.Call:
     try:
-        return _common.Call(brk)
-    except BreakerOpenError as exc:
-        raise BreakerOpenTransportError(*exc.args, request=request) from None
+        call = _common.Call.admit(brk)
+    except RejectedError as exc:
+        raise _rejected(exc, request) from None
+    _tighten(brk, request)
+    return call
+
+
+async def _admit_async(brk: Breaker, request: httpx.Request) -> _common.Call:
+    try:
+        call = await _common.Call.admit_async(brk)
+    except RejectedError as exc:
+        raise _rejected(exc, request) from None
+    _tighten(brk, request)
+    return call
 
 
 class _Body(httpx.SyncByteStream):
@@ -240,7 +287,7 @@ class AsyncBreakerTransport(httpx.AsyncBaseTransport):
         brk = self._breakers.get(self._name(request))
         if brk is None:
             return await self._transport.handle_async_request(request)
-        call = _admit(brk, request)
+        call = await _admit_async(brk, request)
         try:
             response = await self._transport.handle_async_request(request)
         except BaseException as exc:

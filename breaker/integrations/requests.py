@@ -31,7 +31,12 @@ When it counts
 Rejections
     `BreakerOpenConnectionError`, both a `breaker.BreakerOpenError` and a
     ``requests.exceptions.ConnectionError``, so ``except requests.RequestException``
-    catches it too; the request is never sent.
+    catches it too; the request is never sent. With ``maxConcurrentCalls`` reached,
+    `BulkheadFullConnectionError` (a `breaker.BulkheadFullError`).
+Timeout
+    A policy's ``timeout`` tightens the request's (connect and read, or the one number)
+    where the caller's is longer or unset: an operator shortens a client's timeout from
+    Consul, without a deploy.
 """
 
 from __future__ import annotations
@@ -48,12 +53,19 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise _common.missing("requests", "requests", "requests") from _exc
 
+from breaker._engine import Breaker
 from breaker._engine import judge as _judge
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import BreakerOpenError, BulkheadFullError, RejectedError
 from breaker._provider import Provider
 from breaker._state import Mode, State
 
-__all__ = ["BreakerAdapter", "BreakerOpenConnectionError", "default_name", "server_error"]
+__all__ = [
+    "BreakerAdapter",
+    "BreakerOpenConnectionError",
+    "BulkheadFullConnectionError",
+    "default_name",
+    "server_error",
+]
 
 _Name = str | Callable[[requests.PreparedRequest], str] | None
 _FailureIf = Callable[[requests.Response], object] | None
@@ -92,6 +104,34 @@ class BreakerOpenConnectionError(BreakerOpenError, requests.exceptions.Connectio
         self.args = (name, state, retry_after) if mode is None else (name, state, retry_after, mode)
 
 
+class BulkheadFullConnectionError(BulkheadFullError, requests.exceptions.ConnectionError):
+    """Raise when too many requests are in flight: a `breaker.BulkheadFullError`, a requests error.
+
+    ``request`` is the request that was not sent.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        limit: int,
+        waited: float,
+        /,
+        *,
+        request: requests.PreparedRequest | None = None,
+    ) -> None:
+        requests.exceptions.ConnectionError.__init__(self, request=request)
+        self.args = (name, limit, waited)
+
+
+def _tighten(brk: Breaker, timeout: Any) -> Any:
+    """Return the caller's timeout with the policy's applied where the caller's is longer."""
+    if timeout is None or isinstance(timeout, (int, float)):
+        return _common.request_timeout(brk, timeout)
+    if isinstance(timeout, tuple) and len(timeout) == 2:
+        return tuple(_common.request_timeout(brk, part) for part in timeout)
+    return timeout  # a urllib3 Timeout: the caller's choice stands
+
+
 class BreakerAdapter(HTTPAdapter):
     """Guard each request sent through this adapter with the breaker of its downstream.
 
@@ -128,9 +168,12 @@ class BreakerAdapter(HTTPAdapter):
         if brk is None:
             return super().send(request, stream, timeout, verify, cert, proxies)
         try:
-            call = _common.Call(brk)
-        except BreakerOpenError as exc:
+            call = _common.Call.admit(brk)
+        except BulkheadFullError as exc:
+            raise BulkheadFullConnectionError(*exc.args, request=request) from None
+        except RejectedError as exc:
             raise BreakerOpenConnectionError(*exc.args, request=request) from None
+        timeout = _tighten(brk, timeout)
         try:
             response = super().send(request, stream, timeout, verify, cert, proxies)
         except BaseException as exc:

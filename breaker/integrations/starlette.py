@@ -5,7 +5,7 @@
     app = Starlette(routes=[...])  # or FastAPI()
     install(app, status_path="/breakers", provider=provider)
 
-A handler that lets a `breaker.BreakerOpenError` escape (from ``@circuit``, a guard,
+A handler that lets a `breaker.RejectedError` escape (from ``@circuit``, a guard,
 or a client integration, whose rejections are subclasses) answers
 ``503 Service Unavailable`` with ``Retry-After`` (whole seconds, rounded up, at least 1)
 and the JSON body ``{"detail": "Service Unavailable"}``; the breaker's name stays
@@ -27,7 +27,7 @@ except ImportError as _exc:  # pragma: no cover - depends on what is installed
     raise _common.missing("starlette", "starlette", "starlette") from _exc
 
 from breaker._default import get_default_provider
-from breaker._exceptions import BreakerOpenError
+from breaker._exceptions import RejectedError
 from breaker._provider import Provider
 
 __all__ = ["breaker_open_handler", "install", "status_endpoint", "status_route"]
@@ -36,12 +36,12 @@ _UNAVAILABLE = {"detail": "Service Unavailable"}
 
 
 async def breaker_open_handler(request: Request, exc: Exception) -> Response:
-    """Answer a request whose handler raised `breaker.BreakerOpenError`: 503 with Retry-After.
+    """Answer a request whose handler raised `breaker.RejectedError`: 503 with Retry-After.
 
-    Register it with ``app.add_exception_handler(breaker.BreakerOpenError, ...)``, or
+    Register it with ``app.add_exception_handler(breaker.RejectedError, ...)``, or
     call `install`.
     """
-    if not isinstance(exc, BreakerOpenError):
+    if not isinstance(exc, RejectedError):
         raise exc
     headers = {"Retry-After": str(_common.retry_after_seconds(exc))}
     return JSONResponse(_UNAVAILABLE, status_code=503, headers=headers)
@@ -77,6 +77,6 @@ def install(
 
     Call it while setting the app up, before it serves requests.
     """
-    app.add_exception_handler(BreakerOpenError, breaker_open_handler)
+    app.add_exception_handler(RejectedError, breaker_open_handler)
     if status_path is not None:
         app.router.routes.append(status_route(status_path, provider=provider))
