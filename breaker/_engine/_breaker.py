@@ -290,7 +290,7 @@ class Breaker:
         return era, BreakerOpenError(self._name, state, m.retry_after(self._policy, now))
 
     def _timed_policy(self) -> bool:
-        return self._policy.slow_call_duration is not None
+        return self._policy.slow_call_duration is not None or self._host.durations is not None
 
     def _settle(
         self,
@@ -330,8 +330,12 @@ class Breaker:
         if track == UNCOUNTED:
             return error
         if started is not None:
+            elapsed = self._clock() - started
+            durations = self._host.durations
+            if durations is not None:
+                durations(self._name, elapsed)
             slow = self._policy.slow_call_duration
-            if slow is not None and self._clock() - started > slow:
+            if slow is not None and elapsed > slow:
                 outcome = _SLOW
         m = self._m
         counts = track == TRACKED and era is m.era  # else: in the stats only
@@ -418,6 +422,7 @@ class Breaker:
             era.state is CLOSED
             and (mode is _AUTO or mode is _SHADOW)
             and not m.failures
+            and self._host.durations is None  # timing every call: each goes the slow way
             # Below the minimum calls with failures counted, a success may trip the
             # breaker (it completes the minimum): successes go the slow way until then.
             and not (window is not None and window.failures and window.calls < policy.minimum_calls)
