@@ -610,16 +610,22 @@ class TestReading:
         from datetime import datetime, timezone
 
         stamp = datetime.fromtimestamp(until, timezone.utc).isoformat()
-        documents = {"kill": json.dumps({"mode": "forced-open", "modeUntil": stamp})}
+        documents = {
+            "kill": json.dumps({"mode": "forced-open", "modeUntil": stamp}),
+            "dry": json.dumps({"mode": "shadow", "modeUntil": stamp}),
+        }
         with make_provider(clock, documents=documents) as p:
             opened = p.get_breaker("opened")
             force_state(opened, "open")
-            kill = p.get_breaker("kill")
+            kill, dry = p.get_breaker("kill"), p.get_breaker("dry")
             assert kill._reading()[:2] == (breaker.State.OPEN, breaker.Mode.FORCED_OPEN)
+            assert dry._reading()[:2] == (breaker.State.CLOSED, breaker.Mode.SHADOW)
             clock.advance(61)
             assert opened._reading()[0] is breaker.State.HALF_OPEN
             assert kill._reading()[:2] == (breaker.State.HALF_OPEN, breaker.Mode.AUTO)
+            assert dry._reading()[:2] == (breaker.State.CLOSED, breaker.Mode.AUTO)
             assert opened._m.era.state == "open" and kill._mode is breaker.Mode.FORCED_OPEN
+            assert dry._mode is breaker.Mode.SHADOW
             assert (opened.state, kill.state, kill.mode) == ("half-open", "half-open", "auto")
 
     def test_it_takes_no_lock(self, clock: FakeClock) -> None:
