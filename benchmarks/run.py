@@ -530,6 +530,102 @@ def scale(report: Report, smoke: bool) -> None:
         )
 
 
+# -- 6: metrics --------------------------------------------------------------------------------
+
+
+def metrics(report: Report, smoke: bool) -> None:
+    import prometheus_client
+
+    import breaker
+    import breaker.testing
+    from breaker.metrics import DEFAULT_BREAKER_LIMIT, PrometheusMetrics
+
+    count = 1_000 if smoke else 10_000
+    rows = report.section(f"Metrics: a Prometheus scrape of {count:,} breakers")
+    provider = _memory_provider()
+    for i in range(count):  # every breaker called; one in a hundred tripped, a few still open
+        brk = provider.get_breaker(f"svc-{i}")
+        brk.do(lambda: None)
+        if i % 100 == 0:
+            breaker.testing.force_state(brk, "open")
+            if i % 300:
+                breaker.testing.force_state(brk, "closed")
+    registry = prometheus_client.CollectorRegistry()
+    PrometheusMetrics(provider, registry=registry)
+    repeats = 3 if smoke else 15
+    took = pace = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        families = list(registry.collect())  # what a scrape asks the one collector
+        took = min(took, time.perf_counter() - t0)
+    pace = _calibrate() if not smoke else REFERENCE_PACE
+    series = sum(len(f.samples) for f in families)
+    paced = took * REFERENCE_PACE / pace
+    report.add(
+        rows,
+        f"collect() of {count:,} breakers",
+        ms(took),
+        f"{ms(paced)} at the reference pace; {series:,} series "
+        f"({DEFAULT_BREAKER_LIMIT} breakers with their own, the rest folded)",
+    )
+    text_took = float("inf")
+    for _ in range(1 if smoke else 3):
+        t0 = time.perf_counter()
+        text = prometheus_client.generate_latest(registry)
+        text_took = min(text_took, time.perf_counter() - t0)
+    report.add(
+        rows,
+        "... and the exposition text (generate_latest)",
+        ms(text_took),
+        f"{len(text):,} bytes; prometheus_client's formatting",
+    )
+    breakers = list(provider.breakers().values())
+    t0 = time.perf_counter()
+    for brk in breakers:
+        brk.stats()
+    report.add(
+        rows,
+        f"stats() of {count:,} breakers, for comparison",
+        ms(time.perf_counter() - t0),
+        "each under the breaker's lock; the scrape before called it twice a breaker",
+    )
+    report.target(
+        f"scrape of {count:,} breakers <= 30 ms (reference pace)",
+        ms(paced),
+        paced <= 0.03 if not smoke else None,
+    )
+
+    # The opt-in histogram times every call: what that costs on Breaker.do.
+    brk = provider.get_breaker("timed")
+    calls = 20_000 if smoke else 200_000
+
+    def per_call() -> float:
+        best = float("inf")
+        for _ in range(1 if smoke else 5):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                brk.do(_nothing)
+            best = min(best, (time.perf_counter() - t0) / calls)
+        return best
+
+    plain = per_call()
+    timed = PrometheusMetrics(provider, registry=registry, durations=True)
+    with_durations = per_call()
+    timed.close()
+    report.add(rows, "Breaker.do, no histogram", ns(plain))
+    report.add(
+        rows,
+        "Breaker.do while the duration histogram is on",
+        ns(with_durations),
+        f"+{ns(with_durations - plain)} a call: every call timed, the slow way",
+    )
+    provider.close()
+
+
+def _nothing() -> None:
+    pass
+
+
 REFERENCE_PACE = 0.13
 """Seconds `_calibrate` took at this VM's fastest observed pace (128-219 ms within a minute)."""
 
@@ -623,7 +719,7 @@ def fleet(report: Report, smoke: bool) -> None:
     report.target("trip shows in the fleet view within 2 s", ms(worst), worst <= 2.0)
 
 
-# -- 6: import time (benchmarks/importtime.py) ------------------------------------------------
+# -- 7: import time (benchmarks/importtime.py) ------------------------------------------------
 
 
 def import_time(report: Report, smoke: bool) -> None:
@@ -681,6 +777,7 @@ def machine() -> list[str]:
         "circuitbreaker",
         "aiobreaker",
         "purgatory",
+        "prometheus-client",
     ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{dist} {metadata.version(dist)}")
@@ -699,7 +796,7 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="sections: paths threads tasks propagation change scale fleet import",
+        help="sections: paths threads tasks propagation change scale metrics fleet import",
     )
     args = parser.parse_args()
     logging.getLogger("breaker").setLevel(logging.ERROR)
@@ -711,6 +808,7 @@ def main() -> None:
         "propagation": propagation,
         "change": change_cost,
         "scale": scale,
+        "metrics": metrics,
         "fleet": fleet,
         "import": import_time,
     }

@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_benchmarks_run_in_smoke_mode() -> None:
-    for peer in ("pybreaker", "circuitbreaker", "aiobreaker", "purgatory"):
+    for peer in ("pybreaker", "circuitbreaker", "aiobreaker", "purgatory", "prometheus_client"):
         pytest.importorskip(peer)
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke"],
@@ -21,7 +21,16 @@ def test_benchmarks_run_in_smoke_mode() -> None:
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    sections = ("Peers and floors", "Every way in", "Concurrency", "Propagation", "Scale")
-    for section in (*sections, "Per-change cost", "Fleet"):
+    sections = (
+        "Peers and floors",
+        "Every way in",
+        "Concurrency",
+        "Propagation",
+        "Scale",
+        "Metrics",
+        "Per-change cost",
+        "Fleet",
+    )
+    for section in sections:
         assert f"== {section}" in result.stdout
     assert "== Targets" in result.stdout

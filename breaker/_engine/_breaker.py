@@ -365,8 +365,10 @@ class Breaker:
 
     def _timed_policy(self) -> bool:
         policy = self._policy
-        return policy.slow_call_duration is not None or (
-            policy.timeout is not None and self._mode is _SHADOW
+        return (
+            policy.slow_call_duration is not None
+            or (policy.timeout is not None and self._mode is _SHADOW)
+            or self._host.durations is not None
         )
 
     def _timed_call(self, era: Era, now: float) -> Call:
@@ -577,6 +579,9 @@ class Breaker:
             return error
         if started is not None and outcome is not _TIMEOUT:
             elapsed = self._clock() - started
+            durations = self._host.durations
+            if durations is not None:
+                durations(self._name, elapsed)
             policy = self._policy
             if policy.slow_call_duration is not None and elapsed > policy.slow_call_duration:
                 outcome = _SLOW
@@ -671,7 +676,7 @@ class Breaker:
             if failed:
                 m.increment_counter()
                 if window is not None:
-                    window.record(self._ok, now, 1, 1)
+                    window.record(self._ok, now, 1, 1, outcome is _SLOW)
                 threshold = policy.failure_threshold
                 if (threshold and m.failures >= threshold) or (
                     window is not None and window.exceeded(policy)
@@ -704,6 +709,7 @@ class Breaker:
             era.state is CLOSED
             and (mode is _AUTO or mode is _SHADOW)
             and not m.failures
+            and self._host.durations is None  # timing every call: each goes the slow way
             # Below the minimum calls with failures counted, a success may trip the
             # breaker (it completes the minimum): successes go the slow way until then.
             and not (window is not None and window.failures and window.calls < policy.minimum_calls)
@@ -919,3 +925,66 @@ class Breaker:
     def _reset_after_fork(self) -> None:  # pragma: no cover - runs in a forked child
         """Give the child process a fresh lock."""
         self._lock = threading.Lock()
+
+    # -- metrics: one read for a scrape (breaker.metrics) -----------------------------------------
+
+    def _reading(
+        self,
+    ) -> tuple[
+        State,
+        Mode,
+        tuple[int, ...],
+        int,
+        dict[tuple[str, str], int] | None,
+        float | None,
+        float | None,
+    ]:
+        """Return what a metrics scrape needs, taking no lock and changing nothing.
+
+        ``(state, mode, calls, in_flight, transitions, failure_rate, slow_call_rate)``: the
+        state and mode as `state` and `mode` would read them now (an open period or a mode
+        that ended reads as ended; a call or a read of those applies it); ``calls``, the
+        counts of `stats` in `Outcome` order, and ``transitions`` (None before the first)
+        as `stats` has them (keep the two in step); the failure and slow-call rates of the
+        failure-rate window, None without a window or with no call in it. Counters are
+        read one by one, so one may be a call ahead of another.
+        """
+        m = self._m
+        era = m.era
+        state = era.state
+        mode = self._mode
+        end = self._mode_end
+        if end is not None or state is OPEN:
+            now = self._clock()
+            if end is not None and end.passed(now):
+                if mode is _FORCED_OPEN:
+                    state = HALF_OPEN  # leaving the kill switch half-opens
+                mode = _AUTO
+            if state is OPEN and mode is not _FORCED_OPEN and now - era.started >= m.period:
+                state = HALF_OPEN
+        # success, failure, slow, timeout, excluded, rejected, bulkhead_full, cancelled
+        calls = (
+            self._ok,
+            self._n_failure,
+            self._n_slow,
+            self._n_timeout,
+            self._n_excluded,
+            self._n_rejected,
+            self._n_bulkhead,
+            self._n_cancelled,
+        )
+        counts = m.transitions
+        transitions = None
+        if counts:  # a dict's copy() is one step under the GIL: no transition is half-read
+            transitions = {
+                (str(STATES[o]), str(STATES[n])): c for (o, n), c in counts.copy().items()
+            }
+        failure_rate = slow_rate = None
+        window = self._window
+        if window is not None:
+            # Successes the fast path counted since the window's last fold belong in it too.
+            seen = window.calls + max(self._ok - window.seen, 0)
+            if seen > 0:
+                failure_rate = min(window.failures / seen, 1.0)
+                slow_rate = min(window.slow / seen, 1.0)
+        return STATES[state], mode, calls, self._in_flight(), transitions, failure_rate, slow_rate

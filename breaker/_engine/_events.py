@@ -36,10 +36,22 @@ class Host:
     """What the breakers of one provider share: clocks, event delivery, the ticker, the registry.
 
     ``unpark(breaker)`` is the registry's hook for a breaker it set aside as idle that has
-    something to keep again (a failure counted, a state left).
+    something to keep again (a failure counted, a state left). ``durations(name, seconds)``,
+    while set (by `breaker.metrics`), is told how long each call ran: the breakers then time
+    every call (see `Breaker._refresh`).
     """
 
-    __slots__ = ("_busy", "_lock", "_notify", "_queue", "clock", "ticker", "unpark", "wall")
+    __slots__ = (
+        "_busy",
+        "_lock",
+        "_notify",
+        "_queue",
+        "clock",
+        "durations",
+        "ticker",
+        "unpark",
+        "wall",
+    )
 
     def __init__(
         self,
@@ -53,6 +65,7 @@ class Host:
         self.ticker = Ticker(clock)
         self._notify = notify
         self.unpark = unpark
+        self.durations: Callable[[str, float], None] | None = None
         self._lock = threading.Lock()
         self._queue: list[tuple[Breaker, str, str]] = []
         self._busy = False

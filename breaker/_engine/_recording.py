@@ -1,9 +1,10 @@
 """Outcome recording: what counts as a failure, the failure-rate window, the timed lane.
 
 A call ends in one `Outcome`. `Exclusions` decide which errors mean the downstream
-answered (they count as successes). The `Window` keeps the calls and failures that ended
-over the last ``rateWindow``. A `Lane` is what the fast path needs to time a call and to
-notice that a success no longer belongs to the window's current bucket.
+answered (they count as successes). The `Window` keeps the calls and failures (and, of
+those, the slow calls) that ended over the last ``rateWindow``. A `Lane` is what the fast
+path needs to time a call and to notice that a success no longer belongs to the window's
+current bucket.
 """
 
 from __future__ import annotations
@@ -82,12 +83,13 @@ class Window:
     its end by the ticker, or earlier by any call the breaker settles itself.
     """
 
-    __slots__ = ("buckets", "calls", "end", "failures", "length", "seen", "width")
+    __slots__ = ("buckets", "calls", "end", "failures", "length", "seen", "slow", "width")
 
     def __init__(self, length: float, now: float, seen: int) -> None:
-        self.buckets: deque[list[float]] = deque()  # [end, calls, failures], oldest first
+        self.buckets: deque[list[float]] = deque()  # [end, calls, failures, slow], oldest first
         self.calls = 0
         self.failures = 0
+        self.slow = 0  # of the failures, the slow calls (for metrics)
         self.length = length
         self.width = length / BUCKETS
         self.end = self._grid_end(now)
@@ -109,10 +111,10 @@ class Window:
             self.end = self._grid_end(now)
         self._expire(now)
 
-    def record(self, ok: int, now: float, calls: int, failures: int) -> None:
+    def record(self, ok: int, now: float, calls: int, failures: int, slow: int = 0) -> None:
         """Count calls that ended at ``now`` (successes counted so far go before them)."""
         self.fold(ok, now)
-        self._add(calls, failures)
+        self._add(calls, failures, slow)
 
     def exceeded(self, policy: Policy) -> bool:
         """Return whether the failure rate trips the breaker (as of the last fold)."""
@@ -131,28 +133,31 @@ class Window:
     def clear(self, ok: int, now: float) -> None:
         """Forget every call (the breaker closed): start from the current success count."""
         self.buckets.clear()
-        self.calls = self.failures = 0
+        self.calls = self.failures = self.slow = 0
         self.seen = ok
         self.end = self._grid_end(now)
 
-    def _add(self, calls: int, failures: int) -> None:
+    def _add(self, calls: int, failures: int, slow: int = 0) -> None:
         buckets = self.buckets
         if buckets and buckets[-1][0] == self.end:
             last = buckets[-1]
             last[1] += calls
             last[2] += failures
+            last[3] += slow
         else:
-            buckets.append([self.end, calls, failures])
+            buckets.append([self.end, calls, failures, slow])
         self.calls += calls
         self.failures += failures
+        self.slow += slow
 
     def _expire(self, now: float) -> None:
         buckets = self.buckets
         horizon = now - self.length
         while buckets and buckets[0][0] <= horizon:
-            _, calls, failures = buckets.popleft()
+            _, calls, failures, slow = buckets.popleft()
             self.calls -= int(calls)
             self.failures -= int(failures)
+            self.slow -= int(slow)
 
 
 class Lane:

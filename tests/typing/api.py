@@ -109,6 +109,17 @@ async def guarded_async() -> None:
 
 
 status: dict[str, object] = provider.status()
+
+
+def exported() -> None:
+    from breaker.metrics import DEFAULT_BUCKETS, OpenTelemetryMetrics, PrometheusMetrics
+
+    prometheus = PrometheusMetrics(provider, breaker_limit=10, durations=True)
+    otel = OpenTelemetryMetrics(provider, buckets=[0.1, *DEFAULT_BUCKETS[5:]])
+    prometheus.close()
+    otel.close()
+
+
 with breaker.set_default_provider(provider):
     pass
 provider.close()
