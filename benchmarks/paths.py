@@ -7,9 +7,12 @@ those paired ratios is steady where a ratio of two separate minima is not.
 
 Paths: ``@circuit`` on a function and on a method, ``guard()``, ``Breaker.do``, and their
 asyncio forms. Features: none (``plain``), a failure-rate window (``rate``), slow-call
-timing (``slow``), and an open breaker rejecting (``reject``). Peers: pybreaker, fabfuel
-circuitbreaker, aiobreaker and purgatory, each where it offers the path. Floors: a
-hand-written minimal closure, method or context manager of the same shape, doing nothing.
+timing (``slow``), a concurrency limit not reached (``limit``), and an open breaker
+rejecting (``reject``). What counting calls in flight costs every path (one increment,
+issue 18) is measured against the same path built without it (``uncounted``). Peers:
+pybreaker, fabfuel circuitbreaker, aiobreaker and purgatory, each where it offers the
+path. Floors: a hand-written minimal closure, method or context manager of the same
+shape, doing nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import statistics
 import sys
 import time
 import timeit
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +41,9 @@ FEATURES: dict[str, breaker.Policy] = {
     "plain": breaker.Policy(failure_threshold=5, open_state_timeout=HOUR),
     "rate": breaker.Policy(failure_threshold=5, open_state_timeout=HOUR, failure_rate=0.5),
     "slow": breaker.Policy(failure_threshold=5, open_state_timeout=HOUR, slow_call_duration=60),
+    "limit": breaker.Policy(
+        failure_threshold=5, open_state_timeout=HOUR, max_concurrent_calls=1000
+    ),
 }
 SYNC_PATHS = ("@circuit", "@circuit method", "guard()", "Breaker.do")
 ASYNC_PATHS = ("async @circuit", "async @circuit method", "async with guard()", "do_async")
@@ -171,6 +177,56 @@ def _ours(provider: breaker.Provider) -> tuple[dict[str, Case], dict[str, Case]]
         async_["async with guard()/" + feature] = (aguarded, rejects)
         async_["do_async/" + feature] = (_ado_caller(abrk), rejects)
     return sync, async_
+
+
+@contextlib.contextmanager
+def _without_in_flight() -> Iterator[None]:
+    """Build the fast path as it was before it counted calls in flight, for comparison."""
+    from breaker._engine import _paths
+
+    admit = _paths._ADMIT
+    counted = "    brk._admitted += 1\n    t0 = 0.0\n"
+    assert counted in admit, "the fast path changed: update this benchmark"
+    _paths._ADMIT = admit.replace(counted, "    t0 = 0.0\n", 1)
+    _paths._call_factory.cache_clear()
+    try:
+        yield
+    finally:
+        _paths._ADMIT = admit
+        _paths._call_factory.cache_clear()
+
+
+def _uncounted(provider: breaker.Provider) -> dict[str, Case]:
+    """Return @circuit, guard() and Breaker.do without the in-flight count (plain policy)."""
+    from breaker._engine import Guard, _paths
+
+    with _without_in_flight():
+        deco = provider.circuit("uncounted @circuit")(f)
+
+        class UncountedBreaker(breaker.Breaker):
+            __slots__ = ()
+            do = _paths.method(breaker.Breaker.do)  # type: ignore[assignment]
+
+        class UncountedGuard(Guard):
+            __slots__ = ()
+            __enter__ = _paths.guard(Guard.__enter__)  # type: ignore[assignment]
+
+    brk = UncountedBreaker("uncounted do", FEATURES["plain"], clock=time.monotonic)
+    provider.get_breaker("uncounted guard()")
+
+    def guard(name: str, *, exclude: Any = ()) -> Guard:  # Provider.guard's body
+        found = provider._breakers.get(name)
+        return UncountedGuard(found if found is not None else provider.get_breaker(name), exclude)
+
+    def guarded() -> int:
+        with guard("uncounted guard()"):
+            return f()
+
+    return {
+        "@circuit/uncounted": (deco, None),
+        "guard()/uncounted": (guarded, None),
+        "Breaker.do/uncounted": (_do_caller(brk), None),
+    }
 
 
 def _method_caller(obj: Any) -> Callable[[], Any]:
@@ -373,7 +429,8 @@ def run(smoke: bool) -> dict[str, list[float]]:
     loop = asyncio.new_event_loop()
     try:
         ours_sync, ours_async = _ours(provider)
-        times = measure_sync({**_sync_peers(), **ours_sync}, rounds=rounds, number=number)
+        cases = {**_sync_peers(), **ours_sync, **_uncounted(provider)}
+        times = measure_sync(cases, rounds=rounds, number=number)
         times.update(
             measure_async(loop, {**_async_peers(loop), **ours_async}, rounds=rounds, number=number)
         )

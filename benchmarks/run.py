@@ -111,6 +111,7 @@ def paths(report: Report, smoke: bool) -> None:
     worst: dict[str, tuple[float, str]] = {
         "rate": (0.0, ""),
         "slow": (0.0, ""),
+        "limit": (0.0, ""),
         "reject": (0.0, ""),
     }
     for path, (bare, floor, peers) in ways.COMPARISONS.items():
@@ -125,7 +126,11 @@ def paths(report: Report, smoke: bool) -> None:
             ns(median(plain)),
             f"overhead {to_peer:.2f}x {peer}'s (the cheapest), {to_floor:.2f}x the floor's",
         )
-        for feature, label in (("rate", "failureRate on"), ("slow", "slowCallDuration on")):
+        for feature, label in (
+            ("rate", "failureRate on"),
+            ("slow", "slowCallDuration on"),
+            ("limit", "maxConcurrentCalls on, not reached"),
+        ):
             r = ways.ratio(times, f"{path}/{feature}", plain)
             worst[feature] = max(worst[feature], (r, path))
             report.add(
@@ -159,9 +164,22 @@ def paths(report: Report, smoke: bool) -> None:
         ("reject", "rejection <= 0.8x circuitbreaker's decorator rejection, every way", 0.8),
         ("rate", "failureRate on <= 1.3x without, every way", 1.3),
         ("slow", "slowCallDuration on <= 1.6x without, every way", 1.6),
+        ("limit", "maxConcurrentCalls on, not reached, <= 1.5x without, every way", 1.5),
     ):
         r, path = worst[feature]
         report.target(text, f"{r:.2f}x (worst: {path})", r <= limit)
+    counting = max(
+        (ways.ratio(times, f"{path}/plain", f"{path}/uncounted"), path)
+        for path in ("@circuit", "guard()", "Breaker.do")
+    )
+    for path in ("@circuit", "guard()", "Breaker.do"):
+        r = ways.ratio(times, f"{path}/plain", f"{path}/uncounted")
+        report.add(rows, f"{path}, counting calls in flight", f"{r:.2f}x", "the same path without")
+    report.target(
+        "no load-protection key set: <= 1.05x the path before it (calls in flight counted)",
+        f"{counting[0]:.2f}x (worst: {counting[1]})",
+        counting[0] <= 1.05,
+    )
 
 
 # -- 3: concurrency ---------------------------------------------------------------------------

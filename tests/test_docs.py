@@ -89,6 +89,18 @@ def test_async_example() -> None:
     assert "breaker: closed | stock: 7" in out
 
 
+def test_load_protection_example_frees_workers_and_trips_while_calls_hang() -> None:
+    out = run_example("load_protection.py")
+    for line in (
+        "a fifth call: turned away (bulkhead full)",
+        "tripped while 4 calls still hang",
+        "a new call: rejected (breaker open)",
+        "the downstream answers again: ['charged 2', 'charged 3', 'charged 4', 'charged 5']",
+        "a trial call: charged 8 - breaker closed",
+    ):
+        assert line in out, out
+
+
 def test_tenacity_example_keeps_the_breaker_outside_the_retry() -> None:
     pytest.importorskip("tenacity")
     out = run_example("with_tenacity.py")

@@ -544,6 +544,15 @@ class TestHungCalls:
             assert results == ["ok"]
             assert brk.stats().calls["slow"] == 1 and brk.stats().calls["success"] == 0
 
+    def test_a_call_the_limit_turns_away_is_not_watched(self, clock: FakeClock) -> None:
+        brk = make(clock, slow_call_duration=2, max_concurrent_calls=1, failure_threshold=5)
+        held = breaker.Guard(brk).__enter__()
+        with pytest.raises(BulkheadFullError):  # the slow way: a timed call, then no slot
+            brk.do(lambda: None)
+        clock.advance(3)
+        assert brk.stats().calls["slow"] == 1  # the held call only
+        held.__exit__(None, None, None)
+
     def test_turning_slow_timing_off_forgets_the_watched_calls(self, clock: FakeClock) -> None:
         brk = make(clock, slow_call_duration=2, failure_threshold=1)
         call = breaker.Guard(brk).__enter__()

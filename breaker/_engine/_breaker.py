@@ -506,7 +506,9 @@ class Breaker:
         raise BulkheadFullError(self._name, self._limit, waited)
 
     def _release(self, ticket: Ticket) -> None:
-        """Give back a trial's half-open slot, for a call that will not run (lock held)."""
+        """Forget a call that will not run: its trial slot, its watch for hanging (lock held)."""
+        if self._hanging is not None:
+            self._hanging.pop(ticket, None)  # type: ignore[arg-type]
         m = self._m
         if (
             ticket.__class__ is Call
