@@ -110,20 +110,45 @@ class Commands:
         self._subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
         self.output = argparse.ArgumentParser(add_help=False)
         self.output.add_argument("--json", action="store_true", help="print JSON, for scripts")
-        from breaker._cli._client import consul_parent
+        from breaker._cli._client import consul_parent, history_parent, path_parent
 
         self.consul = consul_parent()
+        self.path = path_parent()
+        self.history = history_parent(write=False)
+        self.write = history_parent(write=True)
 
     def add(
-        self, name: str, run: Run, help: str, *, output: bool = True, consul: bool = True
+        self,
+        name: str,
+        run: Run,
+        help: str,
+        *,
+        output: bool = True,
+        consul: bool = True,
+        path: bool | None = None,
+        history: str | None = None,
+        subparsers: Any = None,
     ) -> argparse.ArgumentParser:
-        """Add command ``name`` that ``run`` runs, with ``--json`` and Consul's options."""
-        parents = [p for p, wanted in ((self.output, output), (self.consul, consul)) if wanted]
-        sub: argparse.ArgumentParser = self._subparsers.add_parser(
+        """Add command ``name`` that ``run`` runs, with ``--json``, Consul's options, ``--path``
+        (with ``consul`` unless told) and the history's (``history``: "read" or "write")."""
+        wanted = (
+            (self.output, output),
+            (self.consul, consul),
+            (self.path, consul if path is None else path),
+            (self.history, history == "read"),
+            (self.write, history == "write"),
+        )
+        parents = [p for p, on in wanted if on]
+        sub: argparse.ArgumentParser = (subparsers or self._subparsers).add_parser(
             name, help=help, description=help, parents=parents
         )
         sub.set_defaults(run=run)
         return sub
+
+    def group(self, name: str, help: str) -> Any:
+        """Add command ``name`` whose own commands follow it (``breaker canary start``)."""
+        parser = self._subparsers.add_parser(name, help=help, description=help)
+        return parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
 
 def build_parser() -> argparse.ArgumentParser:
