@@ -128,6 +128,7 @@ class Commands:
         path: bool | None = None,
         history: str | None = None,
         subparsers: Any = None,
+        parents: Sequence[argparse.ArgumentParser] = (),
     ) -> argparse.ArgumentParser:
         """Add command ``name`` that ``run`` runs, with ``--json``, Consul's options, ``--path``
         (with ``consul`` unless told) and the history's (``history``: "read" or "write")."""
@@ -138,9 +139,8 @@ class Commands:
             (self.history, history == "read"),
             (self.write, history == "write"),
         )
-        parents = [p for p, on in wanted if on]
         sub: argparse.ArgumentParser = (subparsers or self._subparsers).add_parser(
-            name, help=help, description=help, parents=parents
+            name, help=help, description=help, parents=[*(p for p, on in wanted if on), *parents]
         )
         sub.set_defaults(run=run)
         return sub
@@ -154,7 +154,7 @@ class Commands:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``breaker`` command."""
     from breaker import __version__
-    from breaker._cli import _documents, _explain, _modes, _watch
+    from breaker._cli import _documents, _explain, _history, _modes, _watch
 
     parser = _Parser(
         prog="breaker",
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"breaker {__version__}")
     commands = Commands(parser)
-    for group in (_documents, _modes, _explain, _watch):  # fleet, history, canary: here
+    for group in (_documents, _modes, _history, _explain, _watch):
         group.register(commands)
     return parser
 

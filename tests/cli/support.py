@@ -35,7 +35,12 @@ CONSUL_ENV = (
     "CONSUL_CLIENT_CERT",
     "CONSUL_CLIENT_KEY",
     "BREAKER_POLICIES_PATH",
+    "BREAKER_HISTORY_PATH",
+    "BREAKER_BY",
+    "BREAKER_FLEET_PATH",
+    "BREAKER_SERVICE",
 )
+HISTORY = "config/dev/checkout/breakers-history/"
 
 
 class Stream(io.TextIOBase):
