@@ -154,7 +154,7 @@ class Commands:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``breaker`` command."""
     from breaker import __version__
-    from breaker._cli import _documents, _explain, _history, _modes, _watch
+    from breaker._cli import _canary, _documents, _explain, _fleet, _history, _modes, _watch
 
     parser = _Parser(
         prog="breaker",
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"breaker {__version__}")
     commands = Commands(parser)
-    for group in (_documents, _modes, _history, _explain, _watch):
+    for group in (_documents, _modes, _history, _canary, _explain, _watch, _fleet):
         group.register(commands)
     return parser
 
