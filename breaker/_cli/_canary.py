@@ -297,8 +297,11 @@ def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
             continue
         text = f"{_LABELS[group]:<{width}}  {count:>{len(str(total))}} of {total}"
         if group == "stable":
-            parts = [f"{s} {len(members[s])}" for s in STATES if members[s]]
-            parts += [f"{s}: {', '.join(members[s])}" for s in STATES[1:] if members[s]]
+            parts = [
+                f"{s} {len(members[s])}" + (f" ({', '.join(members[s])})" if s != "closed" else "")
+                for s in STATES
+                if members[s]
+            ]
         else:
             parts = [f"{i} {s}" for i, s in sorted((i, s) for s in STATES for i in members[s])]
         ctx.out(text + (f": {', '.join(parts)}" if parts else ""))
