@@ -375,13 +375,15 @@ class Layers:
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         log: bool = True,
-        instance: str | None = None,
+        instance: str | Callable[[], str] | None = None,
     ) -> None:
         self._prefix = prefix
         self._clock = clock
         self._wall = wall
         self._log = log
-        self._instance = instance
+        # Who this is, for canaries: a name, or how to find it when a canary first asks
+        # (a host name costs the socket module, which a light import must not load).
+        self._instance_of = instance
         self._aborted: dict[str, str] = {}  # name -> the id of the canary it went back from
         self._builtin = _Layer()
         self._take(self._builtin, _from_policy(builtin))
@@ -643,7 +645,8 @@ class Layers:
         spec, cid, candidate = canary
         if self._aborted.get(name, cid) != cid:
             del self._aborted[name]  # another canary now: a new trial
-        member = self._instance is not None and in_canary(self._instance, name, spec.percent)
+        instance = self.instance
+        member = instance is not None and in_canary(instance, name, spec.percent)
         state = CanaryState(
             cid,
             spec.percent,
@@ -672,7 +675,7 @@ class Layers:
                 "%s: instance %s leaves the canary %s (%g%%) and goes back to the stable "
                 "policy%s (abortIfOpen)",
                 key_of(self._prefix, name),
-                self._instance,
+                self.instance,
                 found.canary.id,
                 found.canary.percent,
                 f": {why}" if why else "",
@@ -682,16 +685,19 @@ class Layers:
     @property
     def instance(self) -> str | None:
         """Return the instance whose canary membership this resolves (None: no member)."""
-        return self._instance
+        found = self._instance_of
+        if callable(found):
+            found = self._instance_of = found()
+        return found
 
     def set_instance(self, instance: str | None) -> list[str]:
         """Resolve again as ``instance`` (a forked child is an instance of its own).
 
         Returns the names whose canary membership may have changed.
         """
-        if instance == self._instance:
+        if instance == self.instance:
             return []
-        self._instance = instance
+        self._instance_of = instance
         self._aborted.clear()
         names = [n for n, r in self.resolved.items() if r.canary is not None]
         if names:
@@ -843,9 +849,9 @@ class Layers:
             "abortIfOpen": state.abort_if_open,
             "policy": None if spec is None else spec.value.get("policy"),
             "applies": state.candidate is not None,
-            "instance": self._instance,
-            "member": state.member if self._instance is not None else None,
-            "runs": state.runs if self._instance is not None else None,
+            "instance": self.instance,
+            "member": state.member if self.instance is not None else None,
+            "runs": state.runs if self.instance is not None else None,
             "aborted": state.aborted,
             "stable": state.stable.to_dict(),
             "candidate": None if state.candidate is None else state.candidate.to_dict(),

@@ -172,7 +172,7 @@ class Provider:
             self._prefix,
             clock=clock,
             wall=wall_clock,
-            instance=config.instance_id or _fleet.default_instance_id(),
+            instance=config.instance_id or _fleet.default_instance_id,
         )
         # What breakers run on, by policy name, and without a document: both replaced
         # together (under _lock), never changed in place.
@@ -594,11 +594,10 @@ class Provider:
         name = policy_name(brk.name)
         found = self._resolved.get(name)
         state = None if found is None else found.canary
-        if state is None or not state.abort_if_open or state.runs != "candidate":
+        candidate = None if state is None or state.runs != "candidate" else state.candidate
+        if candidate is None or state is None or not state.abort_if_open:
             return
-        if brk.mode not in (Mode.AUTO, Mode.SHADOW) or not _same_settings(
-            brk.policy, state.candidate
-        ):
+        if brk.mode not in (Mode.AUTO, Mode.SHADOW) or not _same_settings(brk.policy, candidate):
             return  # a kill switch is no trip; a trip under another policy is not its fault
         with self._update_lock:
             why = f"breaker {brk.name!r} tripped under the candidate"
@@ -641,10 +640,8 @@ class Provider:
             self._take(False, names)
 
 
-def _same_settings(policy: Policy, other: Policy | None) -> bool:
+def _same_settings(policy: Policy, other: Policy) -> bool:
     """Say whether two policies agree on everything but the mode."""
-    if other is None:
-        return False
     return attrs.evolve(policy, mode=Mode.AUTO, mode_until=None) == attrs.evolve(
         other, mode=Mode.AUTO, mode_until=None
     )

@@ -661,7 +661,7 @@ def test_the_schema_and_policy_agree_on_canaries_of_valid_values(
         document.update(
             data.draw(
                 st.dictionaries(
-                    st.sampled_from(COUNT_KEYS + ("failureRate",)),
+                    st.sampled_from((*COUNT_KEYS, "failureRate")),
                     st.sampled_from([0, 1, None, 0.5]),
                 )
             )
@@ -669,7 +669,7 @@ def test_the_schema_and_policy_agree_on_canaries_of_valid_values(
         candidate.update(
             data.draw(
                 st.dictionaries(
-                    st.sampled_from(COUNT_KEYS + ("failureRate",)),
+                    st.sampled_from((*COUNT_KEYS, "failureRate")),
                     st.sampled_from([0, 1, None, 0.5]),
                 )
             )

@@ -15,7 +15,16 @@ from breaker.testing import ConsulServer
 
 from ..helpers import Boom, fail
 from ..testing_server.helpers import wait_until
-from .support import HISTORY, PATH, PREFIX, Result, Run, stored, transactions
+from .support import (
+    HISTORY,
+    PATH,
+    PREFIX,
+    Result,
+    Run,
+    edit_after_read,
+    stored,
+    transactions,
+)
 
 FLEET = "/config/dev/fleet/"
 IDS = [f"web-{n:02d}" for n in range(1, 21)]
@@ -136,6 +145,15 @@ class TestStart:
         assert stored(env, "search") == {
             "canary": {"policy": {"x": 1}, "percent": 12.5, "abortIfOpen": False}
         }
+
+    def test_a_concurrent_edit_is_refused(
+        self, cli: Run, env: ConsulServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        edit_after_read(monkeypatch, env, "payments", '{"failureThreshold": 9}')
+        result = cli("canary", "start", "payments", "-", "--percent", "20", stdin="{}")
+        assert result.code == EXIT_INVALID and "(a concurrent edit)" in result.err
+        assert stored(env, "payments") == {"failureThreshold": 9}
+        assert history(env) == []
 
     def test_usage(self, cli: Run, env: ConsulServer) -> None:
         for percent in ("0", "101", "x", "-5"):

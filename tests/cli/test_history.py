@@ -125,6 +125,8 @@ class TestRecorded:
         cli("put", "payments", "-", stdin='{"failureThreshold": 2}')
         (entry,) = [json.loads(env.get(k) or b"") for k in env.keys("ops/other/")]
         assert entry["by"] == "carol@laptop"
+        result = cli("put", "payments", "-", "--history-keep", "0", stdin="{}")
+        assert result.code == EXIT_USAGE and "from 1 to 1000, got '0'" in result.err
         for bad, says in [
             (PATH + "history/", "at or under the watched policies prefix"),
             ("/config/dev/", "holds the policies prefix"),
@@ -352,13 +354,21 @@ class TestRollback:
         result = cli("rollback", "payments")  # unknown keys: written back, with a warning
         assert result.code == EXIT_OK
         assert "unknown key (did you mean 'failureThreshold'?)" in result.err
-        env.put(
-            HISTORY + "payments.json/000000000009",
-            json.dumps(
-                {"action": "put", "index": 99, "before": '{"failureThreshold": -1}', "after": "{}"}
-            ),
+        # An entry written by hand (a restore from a backup, say): it deleted the document.
+        env.delete(PREFIX + "payments.json")
+        crafted = {"action": "rm", "index": 99, "before": '{"failureThreshold": -1}', "after": None}
+        env.put(HISTORY + "payments.json/000000000009", json.dumps(crafted))
+        env.put(HISTORY + "payments.json/notes", "{}")
+        result = cli("rollback", "payments", "--to", "9")
+        assert result.code == EXIT_INVALID
+        assert result.err.endswith(
+            "breaker: refused: the document before #9 is invalid (failureThreshold: expected an "
+            "integer from 0 to 1000000, got -1); nothing written. Use --force to write it "
+            "anyway.\n"
         )
-        env.put(PREFIX + "payments.json", "{}")
+        assert result.err.startswith(
+            f"warning: skipping {HISTORY}payments.json/notes: not a history entry"
+        )
         result = cli("rollback", "payments", "--force", "--to", "9")
         assert result.code == EXIT_OK
         assert stored(env, "payments") == {"failureThreshold": -1}  # forced: as it was
@@ -376,3 +386,5 @@ class TestRollback:
         assert "would make these documents invalid: payments (" in result.err
         assert cli("rollback", "_default", "--to", "1", "--force").code == EXIT_OK
         assert stored(env, "_default") is None
+        assert cli("rollback", "_default").code == EXIT_OK  # back: it breaks nothing
+        assert stored(env, "_default") == {"failureThreshold": 0, "failureRate": 0.2}

@@ -215,3 +215,47 @@ def test_a_read_the_store_refuses_is_an_error() -> None:
         CoordError, match=re.escape("Consul refused to read config/x/a.json: Must provide key")
     ):
         Journal(Refusing(), "config/x/").current("config/x/a.json")
+
+
+class _Scripted:
+    """A coord whose write transactions fail as told; reads answer from a MemoryCoord."""
+
+    def __init__(self, what: str, at: int) -> None:
+        self.store = breaker.MemoryCoord()
+        self.what, self.at = what, at
+        self.writes = 0
+
+    def txn(self, ops: Any) -> TxnResult:
+        if len(ops) == 1 and ops[0].verb == "get-tree":
+            return self.store.txn(ops)
+        self.writes += 1
+        return TxnResult(False, errors=(TxnError(self.at, self.what),))
+
+
+def test_an_entry_id_always_taken_gives_up_after_a_few_tries() -> None:
+    coord = _Scripted('failed to set key "x", index is stale', 1)
+    with pytest.raises(CoordError, match="other writers took 5 entry ids in a row"):
+        Journal(coord, HISTORY).change("payments", KEY, b"{}", before=None, cas=True, record=RECORD)
+    assert coord.writes == 5
+
+
+def test_another_refusal_is_named_whole() -> None:
+    coord = _Scripted("Value for key is too large", 1)
+    with pytest.raises(CoordError) as caught:
+        Journal(coord, HISTORY).change("payments", KEY, b"{}", before=None, cas=True, record=RECORD)
+    assert str(caught.value) == (
+        f"Consul refused to change {KEY} (nothing written): Value for key is too large"
+    )
+
+
+def test_the_document_read_is_that_key_alone(coord: Any) -> None:
+    coord.txn([TxnOp.set(KEY + ".bak", b"{}"), TxnOp.set(KEY + "/x", b"{}")])
+    assert Journal(coord, HISTORY).current(KEY) is None
+
+
+def test_an_entry_whose_documents_are_not_documents_is_unreadable(coord: Any) -> None:
+    coord.txn(
+        [TxnOp.set(HISTORY + "payments.json/000000000001", b'{"action": "put", "before": 5}')]
+    )
+    entries, problems = Journal(coord, HISTORY).entries("payments")
+    assert entries == [] and problems[0].endswith('("before" is not a document)')
