@@ -37,7 +37,7 @@ def register(commands: Commands) -> None:
     sub = commands.add(
         "start",
         cmd_start,
-        "add FILE (- for stdin) to NAME's document as a candidate that PERCENT% of instances run",
+        "add FILE (- for stdin) to NAME's document as a candidate that P%% of instances run",
         history="write",
         subparsers=group,
     )
