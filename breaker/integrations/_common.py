@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from breaker import _names
 from breaker._decorators import _FromDefault
 from breaker._engine import Guard
-from breaker._exceptions import BreakerOpenError, CoordError
+from breaker._exceptions import BreakerOpenError
 from breaker._provider import Provider
 
 if TYPE_CHECKING:
@@ -117,30 +117,6 @@ class Call:
     def cancel(self) -> None:
         """Record a call the client cancelled: neither a success nor a failure."""
         self.settle(_Cancelled())
-
-
-def check_fleet(provider: Provider | None, fleet: bool, what: str) -> None:
-    """Refuse ``fleet=True`` for a provider that publishes no fleet (no ``fleet_path``)."""
-    if fleet and provider is not None and provider.config.fleet_path is None:
-        raise ValueError(
-            f"{what}: fleet=True needs a provider with Config.fleet_path (it reads the fleet "
-            "records the providers publish there)"
-        )
-
-
-def status_with_fleet(provider: Provider, fleet: bool) -> dict[str, Any]:
-    """Return ``provider.status()``, with the fleet view under ``"fleet"`` when asked.
-
-    The fleet is read from the coord now (a request to Consul): when that fails, or the
-    provider has no ``fleet_path``, ``"fleet"`` says why instead, and the rest is served.
-    """
-    body = provider.status()
-    if fleet:
-        try:
-            body["fleet"] = provider.fleet()
-        except (CoordError, ValueError) as exc:
-            body["fleet"] = {"error": str(exc)}
-    return body
 
 
 def retry_after_seconds(exc: BreakerOpenError) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from breaker.integrations import _common
+from breaker.integrations import _common, _status
 
 try:
     from flask import Blueprint, Flask, Response, jsonify
@@ -53,7 +53,7 @@ def status_view(provider: Provider | None = None, *, fleet: bool = False) -> Cal
     """
     if provider is not None and not isinstance(provider, Provider):
         raise TypeError(f"status_view: expected a breaker.Provider, got {provider!r}")
-    _common.check_fleet(provider, fleet, "status_view")
+    _status.check_fleet(provider, fleet, "status_view")
 
     def breaker_status() -> Response:
         current = provider if provider is not None else get_default_provider()
@@ -61,7 +61,7 @@ def status_view(provider: Provider | None = None, *, fleet: bool = False) -> Cal
             response = jsonify(detail="no breaker provider is set")
             response.status_code = 503
             return response
-        return jsonify(_common.status_with_fleet(current, fleet))
+        return jsonify(_status.status_with_fleet(current, fleet))
 
     return breaker_status
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from breaker.integrations import _common
+from breaker.integrations import _common, _status
 
 try:
     from starlette.applications import Starlette
@@ -61,7 +61,7 @@ def status_endpoint(
     """
     if provider is not None and not isinstance(provider, Provider):
         raise TypeError(f"status_endpoint: expected a breaker.Provider, got {provider!r}")
-    _common.check_fleet(provider, fleet, "status_endpoint")
+    _status.check_fleet(provider, fleet, "status_endpoint")
 
     async def breaker_status(request: Request) -> Response:
         current = provider if provider is not None else get_default_provider()
@@ -69,7 +69,7 @@ def status_endpoint(
             return JSONResponse({"detail": "no breaker provider is set"}, status_code=503)
         if not fleet:
             return JSONResponse(current.status())
-        return JSONResponse(await run_in_threadpool(_common.status_with_fleet, current, fleet))
+        return JSONResponse(await run_in_threadpool(_status.status_with_fleet, current, fleet))
 
     return breaker_status
 
