@@ -26,7 +26,15 @@ The record (``version`` 1)::
           "since": "2026-01-01T09:04:58Z",       # when it entered that state
           "mode_since": "2026-01-01T09:00:00Z",  # when it entered that mode
           "policy": {...},              # the effective policy, as Policy.to_dict()
-          "calls": {"success": 120, "failure": 5, ...}  # Breaker.stats().calls
+          "calls": {"success": 120, "failure": 5, ...},  # Breaker.stats().calls
+          "canary": {                   # only while its document holds a canary
+            "id": "3f2a9c0d4e1b",       # which canary (breaker._layers.canary_id)
+            "percent": 20.0,
+            "abortIfOpen": true,
+            "member": true,             # the hash names this instance
+            "runs": "candidate",        # or "stable": the policy it runs
+            "aborted": false            # true: it tripped and went back (abortIfOpen)
+          }
         }
       }
     }
@@ -56,11 +64,13 @@ __all__ = [
     "DEFAULT_FLEET_TTL",
     "MIN_WRITE_INTERVAL",
     "RECORD_VERSION",
+    "CanaryInfo",
     "Publisher",
     "check_fleet_config",
     "default_instance_id",
     "fleet_prefix",
     "fleet_view",
+    "forked_instance_id",
     "parse_records",
 ]
 
@@ -80,6 +90,8 @@ _STATES = tuple(state.value for state in State)
 
 Sleep = Callable[[float, threading.Event], bool]
 """Wait ``seconds`` or until the event is set; return True if it was set."""
+CanaryInfo = Callable[[str], "dict[str, Any] | None"]
+"""Return what a breaker's record says of its canary (None: no canary in effect)."""
 
 
 def default_instance_id() -> str:
@@ -87,6 +99,12 @@ def default_instance_id() -> str:
     import socket
 
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def forked_instance_id(explicit: str | None) -> str:
+    """Return the instance id of a forked child: its own ``<hostname>-<pid>``, or
+    ``<instance_id>-<pid>`` when the parent's was set (the parent keeps its own)."""
+    return default_instance_id() if explicit is None else f"{explicit}-{os.getpid()}"
 
 
 def fleet_prefix(fleet_path: str, service_name: str) -> str:
@@ -225,9 +243,11 @@ class Publisher:
         wall: Callable[[], float],
         sleep: Sleep | None = None,
         random: Callable[[], float] = random.random,
+        canary: CanaryInfo | None = None,
     ) -> None:
         self._coord = coord
         self._breakers = breakers
+        self._canary = canary
         self._service = service
         self._prefix = fleet_prefix(fleet_path, service)
         self._explicit_id = instance_id
@@ -435,6 +455,9 @@ class Publisher:
                 "policy": brk.policy.to_dict(),
                 "calls": dict(brk.stats().calls),
             }
+            canary = self._canary(name) if self._canary is not None else None
+            if canary is not None:
+                breakers[name]["canary"] = canary
         return {
             "version": RECORD_VERSION,
             "service": self._service,
@@ -469,10 +492,7 @@ class Publisher:
 
     def _fork_reset(self) -> None:  # pragma: no cover - runs in a forked child
         """Publish as an instance of its own in the child (the parent keeps its record)."""
-        pid = os.getpid()
-        instance = (
-            default_instance_id() if self._explicit_id is None else f"{self._explicit_id}-{pid}"
-        )
+        instance = forked_instance_id(self._explicit_id)
         self._seen = {}
         self._changed_at = {}
         self._fresh(instance)

@@ -18,6 +18,16 @@ default (``<policies_path>_default.json``) and the breaker's own document
    ``modeUntil``, or when a monotonic deadline fixed when its layer first carried that
    (mode, modeUntil) passes, whichever comes first. Re-layering reuses the deadline, so an
    expired mode never comes back, even after the wall clock steps back.
+5. A breaker's document may hold a ``canary``: a candidate policy, a layer on top of the
+   document (never a mode: the mode comes from rule 3 for every instance), tried by
+   ``percent`` of the instances. An instance is a member when `in_canary` says so, a
+   stable hash of its instance id and the breaker's name; members run the candidate,
+   the others the document. The canary that runs is the one of the document's version
+   in effect (rule 2): an invalid new version keeps the last good one's canary, a
+   document that goes away takes its canary with it. A candidate that does not fit on
+   the document runs nowhere (the document is reported invalid, its stable policy runs
+   everywhere). With ``abortIfOpen``, a member whose breaker trips under the candidate
+   goes back to the stable policy (`Layers.abort_canary`) until that canary changes.
 
 `Layers` holds one service's documents and applies these rules; the provider, ``breaker
 explain``, the CLI's checks and the schema's tests all ask it.
@@ -25,6 +35,8 @@ explain``, the CLI's checks and the schema's tests all ask it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +48,9 @@ import attrs
 from breaker._exceptions import PolicyError
 from breaker._names import DEFAULT_DOCUMENT, SUFFIX, key_of, name_of
 from breaker._policy import (
+    CANARY_KEY,
     KEY_FIELDS,
+    Canary,
     Policy,
     combination_errors,
     decode_document,
@@ -50,13 +64,17 @@ from breaker._state import Mode
 
 __all__ = [
     "BUILT_IN",
+    "CANARY",
     "NOT_JSON",
+    "CanaryState",
     "Document",
     "Invalid",
     "Layers",
     "Problem",
     "Resolution",
+    "canary_id",
     "check_alone",
+    "in_canary",
     "judge",
     "judge_alone",
 ]
@@ -67,6 +85,8 @@ _log = logging.getLogger("breaker.policies")
 
 BUILT_IN = "built-in"
 """The name of the bottom layer: the provider's ``default_policy``."""
+CANARY = "canary"
+"""Where ``explain`` says a key comes from when a canary's candidate sets it."""
 NOT_JSON: Any = type("NotJSON", (), {"__repr__": lambda self: "NOT_JSON"})()
 """`Document.value` of a document that is not JSON."""
 _SERVICE_DEFAULT = DEFAULT_DOCUMENT + SUFFIX
@@ -109,6 +129,8 @@ class Document:
     """Every reason it is invalid on its own."""
     unknown: tuple[str, ...]
     """Its unknown keys: services ignore them, the CLI refuses them."""
+    canary: Canary | None = None
+    """Its canary, None when it holds none (or an invalid one)."""
 
     @property
     def valid(self) -> bool:
@@ -138,8 +160,9 @@ def _judge_value(raw: bytes, value: Any) -> Document:
     fields, errors, unknown = read_document(value)
     mode = fields.pop("mode", None)
     until = fields.pop("mode_until", None)
+    canary = fields.pop(CANARY_KEY, None)
     problems = tuple(Problem(e.key, str(e)) for e in errors)
-    return Document(raw, value, fields, mode, until, problems, tuple(unknown))
+    return Document(raw, value, fields, mode, until, problems, tuple(unknown), canary)
 
 
 def _from_policy(policy: Policy) -> Document:
@@ -173,7 +196,44 @@ def _alone(doc: Document, builtin: Policy | None) -> tuple[Problem, ...]:
     if not doc.valid:
         return doc.errors
     base = _from_policy(builtin if builtin is not None else Policy()).settings
-    return _misfits({**base, **doc.settings}, "", doc.settings)
+    fields = {**base, **doc.settings}
+    problems = _misfits(fields, "", doc.settings)
+    if doc.canary is not None:
+        problems += _canary_misfits(fields, doc.canary)
+    return problems
+
+
+def in_canary(instance_id: str, name: str, percent: float) -> bool:
+    """Say whether instance ``instance_id`` runs the canary of breaker ``name``.
+
+    The first 8 bytes of the SHA-256 of ``"<instance_id>\n<name>"`` (UTF-8; ``name`` as
+    its document is named, without a leading ``/``), read as a big-endian integer,
+    fall below ``percent`` % of 2**64. Stable across runs, hosts and Python versions;
+    independent for each breaker, so the same instances are not the canary of every
+    breaker; a higher percentage keeps every member of a lower one.
+    """
+    digest = hashlib.sha256(f"{instance_id}\n{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") * 100 < percent * 2**64
+
+
+def canary_id(canary: Canary) -> str:
+    """Return a short fingerprint of a canary as written (fleet records name it)."""
+    text = json.dumps(canary.value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _canary_misfits(fields: Mapping[str, Any], canary: Canary) -> tuple[Problem, ...]:
+    """Return what breaks a whole policy when ``canary``'s candidate goes on ``fields``."""
+    if not canary.settings:
+        return ()
+    found = _misfits({**fields, **canary.settings}, "", canary.settings)
+    return tuple(
+        Problem(
+            f"canary.policy.{p.key}" if p.key else "canary.policy",
+            f"canary.policy: on top of the document: {p.message}",
+        )
+        for p in found
+    )
 
 
 _PARTNERS = {
@@ -204,6 +264,43 @@ def _misfits(
     return tuple(problems)
 
 
+@attrs.frozen
+class CanaryState:
+    """How the canary of a breaker's document concerns this instance.
+
+    ``member`` says whether the hash names this instance (False when the instance is
+    unknown, as for the CLI without ``--instance``); ``aborted`` whether it went back
+    to the stable policy (``abortIfOpen``); ``candidate`` is None when the candidate
+    does not fit on the document, and runs nowhere.
+    """
+
+    id: str
+    percent: float
+    abort_if_open: bool
+    member: bool
+    aborted: bool
+    stable: Policy
+    candidate: Policy | None
+
+    @property
+    def runs(self) -> str:
+        """Return which policy this instance runs: ``"candidate"`` or ``"stable"``."""
+        if self.member and not self.aborted and self.candidate is not None:
+            return "candidate"
+        return "stable"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return what a fleet record says of it."""
+        return {
+            "id": self.id,
+            "percent": self.percent,
+            "abortIfOpen": self.abort_if_open,
+            "member": self.member,
+            "runs": self.runs,
+            "aborted": self.aborted,
+        }
+
+
 @attrs.frozen(eq=False)
 class Resolution:
     """What a breaker runs on: its policy, and the monotonic deadline of its timed mode."""
@@ -211,6 +308,16 @@ class Resolution:
     policy: Policy
     mode_deadline: float | None = None
     """When the mode ends on the monotonic clock at the latest; None: untimed or auto."""
+    canary: CanaryState | None = None
+    """The canary of its document, if one is in effect."""
+
+    def same(self, other: Resolution) -> bool:
+        """Say whether ``other`` means the same to a breaker and its fleet record."""
+        return (self.policy, self.mode_deadline, self.canary) == (
+            other.policy,
+            other.mode_deadline,
+            other.canary,
+        )
 
 
 @attrs.frozen
@@ -231,7 +338,11 @@ class Invalid:
         }
 
 
-_Outcome = tuple[Document | None, Document | None, tuple[Problem, ...], Resolution | None]
+_Canary = tuple[Canary, str, "Resolution | None"]
+"""A canary in effect: its spec, its id, and the candidate's resolution (None: misfit)."""
+_Outcome = tuple[
+    Document | None, Document | None, tuple[Problem, ...], Resolution | None, _Canary | None
+]
 
 
 class _Layer:
@@ -264,11 +375,16 @@ class Layers:
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
         log: bool = True,
+        instance: str | Callable[[], str] | None = None,
     ) -> None:
         self._prefix = prefix
         self._clock = clock
         self._wall = wall
         self._log = log
+        # Who this is, for canaries: a name, or how to find it when a canary first asks
+        # (a host name costs the socket module, which a light import must not load).
+        self._instance_of = instance
+        self._aborted: dict[str, str] = {}  # name -> the id of the canary it went back from
         self._builtin = _Layer()
         self._take(self._builtin, _from_policy(builtin))
         self._default = _Layer()
@@ -333,9 +449,11 @@ class Layers:
                 if layer is not None:
                     self._forget(name)
                 continue
-            doc = judged.get(raw_value)
+            doc = judged.get(raw_value) if name != DEFAULT_DOCUMENT else None
             if doc is None:
-                doc = judged[raw_value] = self._judge(name, raw_value)
+                doc = self._judge(name, raw_value)
+                if name != DEFAULT_DOCUMENT:
+                    judged[raw_value] = doc
             if doc.unknown and self._log:  # once per key: each line names its key
                 _log.warning(
                     "%s: %s", key_of(self._prefix, name), unknown_keys_message(doc.unknown)
@@ -360,6 +478,14 @@ class Layers:
             if self._log:
                 _log.exception("invalid policy document %s", key_of(self._prefix, name))
             doc = Document(value, NOT_JSON, {}, None, None, (Problem(None, repr(exc)),), ())
+        if name == DEFAULT_DOCUMENT and doc.canary is not None:
+            # A canary is tried per breaker: its slice is hashed from the breaker's name.
+            problem = Problem(
+                CANARY_KEY,
+                "canary: only a breaker's own document can hold a canary; the service "
+                "default cannot",
+            )
+            doc = attrs.evolve(doc, errors=(*doc.errors, problem), canary=None)
         return doc
 
     def _take(self, layer: _Layer, doc: Document) -> None:
@@ -432,7 +558,7 @@ class Layers:
         policy = Policy._trusted(fields, mode, doc.mode_until)
         return Resolution(policy, mode_layer.deadline if doc.mode_until is not None else None)
 
-    def _resolve(self, names: Iterable[str], *, fresh: bool) -> None:
+    def _resolve(self, names: Iterable[str], *, fresh: bool, quiet: bool = False) -> None:
         """Resolve ``names`` again (``fresh``: all of them, on a new base) and swap the results.
 
         An outcome equal to the previous one keeps the previous object, and mappings in
@@ -446,11 +572,12 @@ class Layers:
         self._judge_layer(DEFAULT_DOCUMENT, self._default, invalid, old_invalid)
         # Names whose layers hold the same versions resolve alike: once per pass.
         memo: dict[tuple[object, ...], _Outcome] = {}
-        log = self._log and _log.isEnabledFor(logging.INFO)
+        log = self._log and not quiet and _log.isEnabledFor(logging.INFO)
         below = _SERVICE_DEFAULT if self._default.in_effect is not None else "the built-in default"
         for name in names:
             layer = self._names.get(name)
             found: Resolution | None = None
+            canary: _Canary | None = None
             if layer is not None:
                 own_mode = layer.good is not None and layer.good.sets_mode
                 memo_key = (layer.good, layer.adopted, layer.current, own_mode and layer.deadline)
@@ -461,23 +588,26 @@ class Layers:
                     if fields is not None or mode_layer is layer:
                         found = self._resolution(fields or self._base, mode_layer)
                     # else nothing of it applies: the breaker runs on the default
+                    if fields is not None:
+                        canary = self._candidate(layer, fields, mode_layer)
                     outcome = memo[memo_key] = (
                         layer.in_effect,
                         layer.adopted,
                         layer.problems,
                         found,
+                        canary,
                     )
                 else:
-                    layer.in_effect, layer.adopted, layer.problems, found = outcome
+                    layer.in_effect, layer.adopted, layer.problems, found, canary = outcome
                 self._judge_layer(name, layer, invalid, old_invalid)
             else:
                 invalid.pop(name, None)
+            if canary is not None and found is not None:
+                found = self._canary_resolution(name, found, canary)
+            else:
+                self._aborted.pop(name, None)
             previous = old.get(name)
-            if (
-                found is not None
-                and previous is not None
-                and (previous.policy, previous.mode_deadline) == (found.policy, found.mode_deadline)
-            ):
+            if found is not None and previous is not None and previous.same(found):
                 found = previous  # the same outcome: readers see no change
             if found is previous and not fresh:
                 continue
@@ -494,6 +624,86 @@ class Layers:
         if invalid != old_invalid:
             self.invalid = invalid
 
+    def _candidate(
+        self, layer: _Layer, fields: dict[str, Any], mode_layer: _Layer
+    ) -> _Canary | None:
+        """Return the canary of ``layer``'s version in effect, its candidate put on ``fields``."""
+        doc = layer.in_effect
+        if doc is None or doc.canary is None:
+            return None
+        spec = doc.canary
+        misfits = _canary_misfits(fields, spec)
+        if misfits:
+            if doc is layer.current:  # else the current version's own problems say more
+                layer.problems = misfits
+            return spec, canary_id(spec), None
+        candidate = self._resolution({**fields, **spec.settings}, mode_layer)
+        return spec, canary_id(spec), candidate
+
+    def _canary_resolution(self, name: str, stable: Resolution, canary: _Canary) -> Resolution:
+        """Return what this instance runs for ``name``, whose document holds ``canary``."""
+        spec, cid, candidate = canary
+        if self._aborted.get(name, cid) != cid:
+            del self._aborted[name]  # another canary now: a new trial
+        instance = self.instance
+        member = instance is not None and in_canary(instance, name, spec.percent)
+        state = CanaryState(
+            cid,
+            spec.percent,
+            spec.abort_if_open,
+            member,
+            name in self._aborted,
+            stable.policy,
+            None if candidate is None else candidate.policy,
+        )
+        chosen = candidate if state.runs == "candidate" and candidate is not None else stable
+        return Resolution(chosen.policy, chosen.mode_deadline, state)
+
+    def abort_canary(self, name: str, why: str = "") -> Resolution | None:
+        """Send this instance back from the candidate of ``name``'s canary to the stable policy.
+
+        The instance stays on the stable policy until that canary changes or goes away.
+        Returns the new resolution, or None when ``name`` does not run a candidate here.
+        """
+        found = self.resolved.get(name)
+        if found is None or found.canary is None or found.canary.runs != "candidate":
+            return None
+        self._aborted[name] = found.canary.id
+        self._resolve([name], fresh=False, quiet=True)  # the one line below says it all
+        if self._log:
+            _log.warning(
+                "%s: instance %s leaves the canary %s (%g%%) and goes back to the stable "
+                "policy%s (abortIfOpen)",
+                key_of(self._prefix, name),
+                self.instance,
+                found.canary.id,
+                found.canary.percent,
+                f": {why}" if why else "",
+            )
+        return self.resolved.get(name)
+
+    @property
+    def instance(self) -> str | None:
+        """Return the instance whose canary membership this resolves (None: no member)."""
+        found = self._instance_of
+        if callable(found):
+            found = self._instance_of = found()
+        return found
+
+    def set_instance(self, instance: str | None) -> list[str]:
+        """Resolve again as ``instance`` (a forked child is an instance of its own).
+
+        Returns the names whose canary membership may have changed.
+        """
+        if instance == self.instance:
+            return []
+        self._instance_of = instance
+        self._aborted.clear()
+        names = [n for n, r in self.resolved.items() if r.canary is not None]
+        if names:
+            self._resolve(names, fresh=False)
+        return names
+
     def _judge_layer(
         self,
         name: str,
@@ -503,7 +713,7 @@ class Layers:
     ) -> None:
         """Record whether ``layer``'s current document applies as written; count a rejection."""
         doc = layer.current
-        if doc is None or (doc.valid and layer.in_effect is doc):
+        if doc is None or (doc.valid and layer.in_effect is doc and not layer.problems):
             if name in invalid:
                 del invalid[name]
                 if self._log:
@@ -529,6 +739,9 @@ class Layers:
             what, below = "service default", "the built-in default"
         else:
             what, below = "policy", "the default policy"
+        if layer.in_effect is not None and layer.in_effect is layer.current:
+            # The document applies; its canary's candidate does not fit on it.
+            return "its canary runs nowhere: every instance runs the document's policy"
         text = (
             f"keeping the last good {what}" if layer.in_effect is not None else f"keeping {below}"
         )
@@ -576,9 +789,11 @@ class Layers:
         """Return what breaker ``name`` runs on and why, as JSON.
 
         ``policy`` (what it runs on), ``fields`` (each key's value and the layer it comes
-        from), ``mode`` (in effect now, the layer that sets it, when it ends) and
-        ``layers`` (bottom to top: each one's document, whether it applies, and if not,
-        why and what applies instead).
+        from, `CANARY` for a candidate's key this instance runs), ``mode`` (in effect
+        now, the layer that sets it, when it ends), ``layers`` (bottom to top: each one's
+        document, whether it applies, and if not, why and what applies instead) and
+        ``canary`` (None, or the canary of the document in effect: its candidate, the
+        percentage, whether this instance is a member and which policy it runs).
         """
         stack = [(BUILT_IN, self._builtin), (DEFAULT_DOCUMENT, self._default)]
         if name == DEFAULT_DOCUMENT:  # a breaker with no document
@@ -592,6 +807,9 @@ class Layers:
         mode_name = name if layer.good is not None and layer.good.sets_mode else None
         if mode_name is None:
             mode_name = DEFAULT_DOCUMENT if self._mode_layer is self._default else BUILT_IN
+        state = resolution.canary
+        candidate = layer.in_effect.canary if layer.in_effect is not None else None
+        running = candidate if state is not None and state.runs == "candidate" else None
         fields = []
         for key, field in KEY_FIELDS.items():
             source = mode_name if field in _MODE_FIELDS else BUILT_IN
@@ -599,6 +817,8 @@ class Layers:
                 for layer_name, each in stack[1:]:
                     if each.in_effect is not None and field in each.in_effect.settings:
                         source = layer_name
+                if running is not None and field in running.settings:
+                    source = CANARY
             fields.append(
                 {"key": key, "value": json_value(field, getattr(policy, field)), "from": source}
             )
@@ -619,6 +839,22 @@ class Layers:
             "fields": fields,
             "mode": mode_info,
             "layers": [self._describe(n, each) for n, each in stack],
+            "canary": None if state is None else self._explain_canary(state, candidate),
+        }
+
+    def _explain_canary(self, state: CanaryState, spec: Canary | None) -> dict[str, Any]:
+        return {
+            "id": state.id,
+            "percent": state.percent,
+            "abortIfOpen": state.abort_if_open,
+            "policy": None if spec is None else spec.value.get("policy"),
+            "applies": state.candidate is not None,
+            "instance": self.instance,
+            "member": state.member if self.instance is not None else None,
+            "runs": state.runs if self.instance is not None else None,
+            "aborted": state.aborted,
+            "stable": state.stable.to_dict(),
+            "candidate": None if state.candidate is None else state.candidate.to_dict(),
         }
 
     def _describe(self, name: str, layer: _Layer) -> dict[str, Any]:

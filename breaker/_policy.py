@@ -323,6 +323,7 @@ class Policy:
         """
         where = f"{source}: " if source else ""
         changes, errors, unknown = read_document(data)
+        changes.pop(CANARY_KEY, None)  # the stable policy: a canary is the provider's to run
         if unknown:
             _log.warning("%s%s", where, unknown_keys_message(unknown))
         if errors:
@@ -415,6 +416,23 @@ def format_timestamp(when: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
+@attrs.frozen
+class Canary:
+    """The ``canary`` key of a document: a candidate policy tried on a slice of the fleet.
+
+    ``settings`` holds the converted value of each key the candidate sets, by attrs field
+    (the candidate is a layer on top of the document); ``percent`` (0 < percent <= 100)
+    the share of instances that run it; ``abort_if_open`` whether an instance whose
+    breaker trips under it goes back to the stable policy; ``value`` the ``canary``
+    object as written.
+    """
+
+    settings: Mapping[str, Any]
+    percent: float
+    abort_if_open: bool
+    value: Mapping[str, Any]
+
+
 _DEFAULTS = Policy()
 _OPTIONAL_FIELDS = (
     "slow_call_duration",
@@ -446,10 +464,17 @@ _FIELDS = {
 _KEYS = {field: key for key, field in _FIELDS.items()}
 _FIELD_NAMES = tuple(_FIELDS.values())
 _SETTINGS = tuple(f for f in _FIELD_NAMES if f not in ("mode", "mode_until"))
-JSON_KEYS = tuple(_FIELDS)
+CANARY_KEY = "canary"
+"""The key of a document's canary: not a policy field, a candidate policy beside it."""
+CANARY_KEYS = ("policy", "percent", "abortIfOpen")
+"""The keys of a ``canary`` object."""
+_NOT_CANDIDATE = ("mode", "modeUntil", CANARY_KEY)
+CANDIDATE_KEYS = tuple(key for key in _FIELDS if key not in _NOT_CANDIDATE)
+"""The keys a canary's candidate policy may set: a policy's settings, never a mode."""
+JSON_KEYS = (*_FIELDS, CANARY_KEY)
 """Every key a policy document may hold."""
 KEY_FIELDS: Mapping[str, str] = _FIELDS
-"""The attrs field each document key sets."""
+"""The attrs field each policy key sets (every key of a document but ``canary``)."""
 _DURATIONS = frozenset(
     {
         "open_state_timeout",
@@ -514,8 +539,10 @@ def combination_errors(fields: Mapping[str, Any]) -> list[PolicyError]:
 def read_document(data: object) -> tuple[dict[str, Any], list[PolicyError], list[str]]:
     """Judge a decoded document on its own: what it sets, every error, its unknown keys.
 
-    Returns the converted value of each valid key by attrs field name; every error, each
-    naming its key (``PolicyError.key`` is the document's key); and the unknown keys.
+    Returns the converted value of each valid key by attrs field name (a valid
+    ``canary`` as a `Canary` under ``"canary"``); every error, each naming its key
+    (``PolicyError.key`` is the document's key, dotted inside the canary:
+    ``canary.policy.failureThreshold``); and the unknown keys (dotted likewise).
     The rules that tie keys together are checked among the keys the document sets, and
     a ``modeUntil`` needs its ``mode`` in the same document: a mode and its end come
     from one layer.
@@ -529,6 +556,11 @@ def read_document(data: object) -> tuple[dict[str, Any], list[PolicyError], list
     for key, value in data.items():
         field = _FIELDS.get(key)
         if field is None:
+            if key == CANARY_KEY:
+                canary = _read_canary(value, errors, unknown)
+                if canary is not None:
+                    fields[CANARY_KEY] = canary
+                continue
             unknown.append(key)
             continue
         try:
@@ -548,6 +580,88 @@ def read_document(data: object) -> tuple[dict[str, Any], list[PolicyError], list
     return fields, errors, unknown
 
 
+def _read_canary(value: object, errors: list[PolicyError], unknown: list[str]) -> Canary | None:
+    """Read a ``canary`` object; add its errors and unknown keys; return it if valid."""
+    if not isinstance(value, Mapping):
+        errors.append(
+            PolicyError(
+                'canary: expected an object ({"policy": {...}, "percent": 10}), got '
+                f"{_describe(value)}",
+                key=CANARY_KEY,
+            )
+        )
+        return None
+    before = len(errors)
+    unknown.extend(f"canary.{key}" for key in value if key not in CANARY_KEYS)
+    percent = value.get("percent")
+    if "percent" not in value:
+        errors.append(
+            PolicyError(
+                "canary.percent: missing: the share of instances that run the candidate "
+                "(0 < percent <= 100)",
+                key="canary.percent",
+            )
+        )
+    elif (
+        isinstance(percent, bool)
+        or not isinstance(percent, (int, float))
+        or not 0 < percent <= 100  # NaN fails too
+    ):
+        errors.append(
+            PolicyError(
+                f"canary.percent: expected a number in (0, 100], got {_describe(percent)}",
+                key="canary.percent",
+            )
+        )
+    abort = value.get("abortIfOpen", False)
+    if not isinstance(abort, bool):
+        errors.append(
+            PolicyError(
+                f"canary.abortIfOpen: expected true or false, got {_describe(abort)}",
+                key="canary.abortIfOpen",
+            )
+        )
+    candidate = value.get("policy")
+    settings: dict[str, Any] = {}
+    if "policy" not in value:
+        errors.append(
+            PolicyError(
+                "canary.policy: missing: the candidate policy (an object of policy keys)",
+                key="canary.policy",
+            )
+        )
+    elif not isinstance(candidate, Mapping):
+        errors.append(
+            PolicyError(
+                f"canary.policy: expected an object of policy keys, got {_describe(candidate)}",
+                key="canary.policy",
+            )
+        )
+    else:
+        for key in _NOT_CANDIDATE:
+            if key in candidate:
+                errors.append(
+                    PolicyError(
+                        f"canary.policy.{key}: a canary tries policy settings, not modes; set "
+                        "modes on the document itself",
+                        key=f"canary.policy.{key}",
+                    )
+                )
+        inner = {k: v for k, v in candidate.items() if k not in _NOT_CANDIDATE}
+        settings, inner_errors, inner_unknown = read_document(inner)
+        for error in inner_errors:
+            errors.append(
+                PolicyError(
+                    f"canary.policy.{error}",
+                    key=f"canary.policy.{error.key}" if error.key else "canary.policy",
+                )
+            )
+        unknown.extend(f"canary.policy.{key}" for key in inner_unknown)
+    if len(errors) > before:
+        return None
+    return Canary(settings, float(percent), abort, value)  # type: ignore[arg-type]
+
+
 def unknown_keys_message(unknown: Sequence[str]) -> str:
     """Return one line naming unknown keys: a bounded sample, each with a likely meaning."""
     shown = [f"{str(key)[:40]!r}{did_you_mean(str(key))}" for key in unknown[:_UNKNOWN_SAMPLE]]
@@ -561,7 +675,12 @@ def did_you_mean(key: str) -> str:
         return ""
     import difflib  # only a document with an unknown key needs it
 
-    found = difflib.get_close_matches(key, JSON_KEYS, n=1, cutoff=0.75)
+    choices: Sequence[str] = JSON_KEYS
+    if key.startswith("canary.policy."):
+        key, choices = key[len("canary.policy.") :], CANDIDATE_KEYS
+    elif key.startswith("canary."):
+        key, choices = key[len("canary.") :], CANARY_KEYS
+    found = difflib.get_close_matches(key, choices, n=1, cutoff=0.75)
     return f" (did you mean {found[0]!r}?)" if found else ""
 
 

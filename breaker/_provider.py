@@ -29,7 +29,7 @@ from breaker._exceptions import CoordError
 from breaker._layers import Layers, Resolution
 from breaker._names import DEFAULT_DOCUMENT, check_name, policy_name
 from breaker._policy import Policy, format_timestamp
-from breaker._state import State, StateChange
+from breaker._state import Mode, State, StateChange
 from breaker.coord._base import Coord, CoordHealth, SessionCoord, Snapshot, Watch
 
 P = ParamSpec("P")
@@ -167,7 +167,13 @@ class Provider:
         self._prefix = config.prefix
         self._clock = clock
         self._wall = wall_clock
-        self._layers = Layers(default_policy, self._prefix, clock=clock, wall=wall_clock)
+        self._layers = Layers(
+            default_policy,
+            self._prefix,
+            clock=clock,
+            wall=wall_clock,
+            instance=config.instance_id or _fleet.default_instance_id,
+        )
         # What breakers run on, by policy name, and without a document: both replaced
         # together (under _lock), never changed in place.
         self._resolved: Mapping[str, Resolution] = self._layers.resolved
@@ -410,6 +416,9 @@ class Provider:
                 "retry_after": round(brk.retry_after, 3),
                 "stats": brk.stats().to_dict(),
             }
+            canary = self._canary_info(name)
+            if canary is not None:
+                breakers[name]["canary"] = canary
         last_sync = None
         if health.last_sync is not None:
             last_sync = format_timestamp(datetime.fromtimestamp(health.last_sync, timezone.utc))
@@ -425,12 +434,17 @@ class Provider:
 
     @property
     def instance_id(self) -> str:
-        """Return this process's name in the fleet: ``Config.instance_id``, else
-        ``"<hostname>-<pid>"`` (a forked child's publisher names itself anew)."""
+        """Return this process's name in the fleet and in canaries: ``Config.instance_id``,
+        else ``"<hostname>-<pid>"`` (a forked child's publisher names itself anew)."""
         fleet = self._resources.fleet
         if fleet is not None:
             return fleet.instance_id
-        return self._config.instance_id or _fleet.default_instance_id()
+        return self._layers.instance or _fleet.default_instance_id()
+
+    def _canary_info(self, name: str) -> dict[str, Any] | None:
+        """Return what breaker ``name``'s status and fleet record say of its canary."""
+        found = self._resolved.get(policy_name(name))
+        return None if found is None or found.canary is None else found.canary.to_dict()
 
     def fleet(self, name: str | None = None) -> dict[str, Any]:
         """Return the fleet view of this service, read from the coord now.
@@ -503,6 +517,7 @@ class Provider:
                 ttl=config.fleet_ttl,
                 clock=self._clock,
                 wall=self._wall,
+                canary=self._canary_info,
             )
             self._resources.fleet = publisher
             publisher.start()
@@ -518,6 +533,11 @@ class Provider:
 
     def _apply_locked(self, snapshot: Snapshot) -> None:
         relayered, names = self._layers.update(snapshot)
+        self._take(relayered, names)
+
+    def _take(self, relayered: bool, names: list[str]) -> None:
+        """Swap in the layers' resolutions; live breakers of ``names`` (all: ``relayered``)
+        adopt theirs. The update lock is held."""
         resolved, default = self._layers.resolved, self._layers.default
         if resolved is self._resolved and default is self._default:
             return
@@ -554,6 +574,8 @@ class Provider:
                 "new_state": new.value,
             },
         )
+        if new is State.OPEN:
+            self._leave_canary(brk)
         fleet = self._resources.fleet
         if fleet is not None:
             fleet.changed(brk.name)
@@ -565,6 +587,22 @@ class Provider:
                     listener(event)
                 except Exception:
                     _state_log.exception("state-change listener %r failed", listener)
+
+    def _leave_canary(self, brk: Breaker) -> None:
+        """Send ``brk`` back to the stable policy if it tripped under a canary's candidate
+        that says ``abortIfOpen``: one bad candidate opens no more than its slice."""
+        name = policy_name(brk.name)
+        found = self._resolved.get(name)
+        state = None if found is None else found.canary
+        candidate = None if state is None or state.runs != "candidate" else state.candidate
+        if candidate is None or state is None or not state.abort_if_open:
+            return
+        if brk.mode not in (Mode.AUTO, Mode.SHADOW) or not _same_settings(brk.policy, candidate):
+            return  # a kill switch is no trip; a trip under another policy is not its fault
+        with self._update_lock:
+            why = f"breaker {brk.name!r} tripped under the candidate"
+            if self._layers.abort_canary(name, why) is not None:
+                self._take(False, [name])
 
     # -- fork -------------------------------------------------------------------------------
 
@@ -591,6 +629,22 @@ class Provider:
             brk._reset_after_fork()
         self._host.reset_after_fork()
         self._forking = []
+        # The child is an instance of its own: its canary membership is hashed anew.
+        explicit = self._config.instance_id
+        if self._config.fleet_path is not None:
+            instance = _fleet.forked_instance_id(explicit)
+        else:
+            instance = explicit or _fleet.default_instance_id()
+        names = self._layers.set_instance(instance)
+        if names:
+            self._take(False, names)
+
+
+def _same_settings(policy: Policy, other: Policy) -> bool:
+    """Say whether two policies agree on everything but the mode."""
+    return attrs.evolve(policy, mode=Mode.AUTO, mode_until=None) == attrs.evolve(
+        other, mode=Mode.AUTO, mode_until=None
+    )
 
 
 def new(

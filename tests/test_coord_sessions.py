@@ -184,22 +184,42 @@ def test_malformed_answers_are_coord_errors(
             {"Errors": [{"OpIndex": 0, "What": "a"}, {"OpIndex": 2, "What": 'b "q"'}]},
             [(0, "a"), (2, 'b "q"')],
         ),
-        (None, [(-1, "Consul refused the transaction: HTTP 409 Conflict from Consul: nope")]),
+        ("nope", [(-1, "Consul refused the transaction (HTTP 409): nope")]),
+        ({"Errors": None}, [(-1, 'Consul refused the transaction (HTTP 409): {"Errors":null}')]),
+        ("", [(-1, "Consul refused the transaction (HTTP 409): no detail")]),
     ],
 )
 def test_conflicts_are_read_back(body: Any, errors: list[tuple[int, str]]) -> None:
-    text = json.dumps(body, separators=(",", ":")) if body is not None else "nope"
+    text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
 
-    found = _sessions._conflict(f"HTTP 409 Conflict from Consul: {text}")
+    found = _sessions._conflict(text)
 
     assert [(e.op_index, e.what) for e in found] == errors
 
 
-def test_a_conflict_cut_short_keeps_the_op_index() -> None:
-    message = (
-        'HTTP 409 Conflict from Consul: {"Results":null,"Errors":[{"OpIndex":3,"What":"key \\"a'
-    )
+def test_every_error_of_a_long_conflict_arrives_whole() -> None:
+    # The transport cuts an error's body short for its message; a 409 from /v1/txn is read
+    # whole instead: every reason, however long.
+    ops = [TxnOp.check_not_exists(f"k/{'x' * 300}/{n}") for n in range(3)]
+    body = {
+        "Results": None,
+        "Errors": [{"OpIndex": n, "What": f"key {op.key!r} exists"} for n, op in enumerate(ops)],
+    }
+    with Impostor() as impostor:
+        impostor.answer(409, json.dumps(body).encode(), {"Content-Type": "application/json"})
+        coord = breaker.ConsulCoord(impostor.addr, timeout=2)
+        try:
+            result = coord.txn(ops)
+        finally:
+            coord.close()
+    assert not result
+    assert [(e.op_index, e.what) for e in result.errors] == [
+        (n, f"key {op.key!r} exists") for n, op in enumerate(ops)
+    ]
 
-    (error,) = _sessions._conflict(message)
 
-    assert (error.op_index, error.what) == (3, 'key "a [...]')
+def test_a_proxy_page_instead_of_a_conflict_is_quoted_in_bounds() -> None:
+    (error,) = _sessions._conflict("<html>" + "x" * 1000)
+
+    assert error.op_index == -1
+    assert error.what.endswith(" [...]") and len(error.what) < 600

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from breaker import Mode, Policy
-from breaker._layers import BUILT_IN, Layers, judge, judge_alone
+from breaker._layers import BUILT_IN, Layers, in_canary, judge, judge_alone
 from breaker.testing import FakeClock
 
 from .helpers import PREFIX
@@ -329,3 +331,227 @@ class TestReports:
         assert found["layers"][2]["problems"][0]["key"] == "mode"
         clock.advance(900)
         assert layers.explain("payments")["mode"]["ended"] == "forced-open"
+
+
+# -- canaries ------------------------------------------------------------------------------------
+
+MEMBERS = ["web-07", "web-11", "web-12", "web-19"]
+"""The instances among web-01..web-20 that the hash puts in a 20% canary of "payments"."""
+
+
+def canaried(
+    clock: FakeClock, instance: str | None, builtin: Policy | None = None
+) -> tuple[Layers, Store]:
+    layers = Layers(
+        builtin or Policy(failure_threshold=3, open_state_timeout=10),
+        PREFIX,
+        clock=clock,
+        wall=clock.wall,
+        instance=instance,
+    )
+    return layers, Store(layers)
+
+
+CANARY = {"policy": {"failureThreshold": 1}, "percent": 20, "abortIfOpen": True}
+
+
+class TestCanaries:
+    def test_the_hash_is_stable_independent_per_breaker_and_nested_by_percent(self) -> None:
+        ids = [f"web-{i:02d}" for i in range(1, 21)]
+        assert [i for i in ids if in_canary(i, "payments", 20)] == MEMBERS
+        assert [i for i in ids if in_canary(i, "search", 20)] == [
+            "web-06",
+            "web-08",
+            "web-10",
+            "web-15",
+        ]
+        for low, high in [(5, 20), (20, 50), (50, 100)]:
+            small = {i for i in ids if in_canary(i, "payments", low)}
+            assert small <= {i for i in ids if in_canary(i, "payments", high)}
+        assert all(in_canary(i, "payments", 100) for i in ids)
+        # The share is what it says, to within the spread of a fair hash.
+        many = sum(in_canary(f"host-{n}", "payments", 20) for n in range(10_000))
+        assert 1_850 < many < 2_150
+
+    @pytest.mark.parametrize("instance", ["web-07", "web-08", None])
+    def test_members_run_the_candidate_on_top_of_the_document(
+        self, clock: FakeClock, instance: str | None
+    ) -> None:
+        layers, store = canaried(clock, instance)
+        store.put("_default", {"successThreshold": 2})
+        store.put("payments", {"openStateTimeout": "30s", "canary": CANARY})
+        found = layers.resolved["payments"]
+        stable = Policy(failure_threshold=3, success_threshold=2, open_state_timeout=30)
+        member = instance == "web-07"
+        assert found.policy == (attrs.evolve(stable, failure_threshold=1) if member else stable)
+        assert found.canary is not None
+        assert found.canary.member is member
+        assert found.canary.runs == ("candidate" if member else "stable")
+        assert found.canary.stable == stable
+        assert found.canary.to_dict() == {
+            "id": found.canary.id,
+            "percent": 20.0,
+            "abortIfOpen": True,
+            "member": member,
+            "runs": "candidate" if member else "stable",
+            "aborted": False,
+        }
+        assert layers.invalid == {}
+
+    def test_the_mode_comes_from_its_layer_for_members_too(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"canary": CANARY})
+        store.put("_default", {"mode": "forced-open"})  # a service-wide kill switch
+        assert layers.resolved["payments"].policy.mode is Mode.FORCED_OPEN
+        assert layers.resolved["payments"].policy.failure_threshold == 1
+
+    def test_an_aborted_member_stays_stable_until_the_canary_changes(
+        self, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"failureThreshold": 4, "canary": CANARY})
+        with caplog.at_level(logging.INFO, logger="breaker"):
+            found = layers.abort_canary("payments", "it tripped")
+        assert found is not None and found.policy.failure_threshold == 4
+        assert found.canary is not None and found.canary.aborted
+        assert found.canary.runs == "stable" and found.canary.member
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{PREFIX}payments.json: instance web-07 leaves the canary {found.canary.id} (20%) "
+            "and goes back to the stable policy: it tripped (abortIfOpen)"
+        ]
+        assert layers.abort_canary("payments") is None  # once is enough
+        # The stable part changes, the canary does not: still out of it.
+        store.put("payments", {"failureThreshold": 5, "canary": CANARY})
+        assert layers.resolved["payments"].policy.failure_threshold == 5
+        store.put("_default", {"successThreshold": 2})  # re-layers every name
+        assert layers.resolved["payments"].canary.aborted  # type: ignore[union-attr]
+        # A new candidate is a new trial.
+        store.put("payments", {"failureThreshold": 5, "canary": {**CANARY, "percent": 25}})
+        assert layers.resolved["payments"].policy.failure_threshold == 1
+        assert not layers.resolved["payments"].canary.aborted  # type: ignore[union-attr]
+
+    def test_abort_only_concerns_a_member_running_the_candidate(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-08")
+        store.put("payments", {"canary": CANARY})
+        store.put("search", {"failureThreshold": 2})
+        assert layers.abort_canary("payments") is None
+        assert layers.abort_canary("search") is None
+        assert layers.abort_canary("nothing") is None
+
+    def test_an_invalid_new_version_keeps_the_last_good_ones_canary(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"canary": CANARY})
+        store.put("payments", {"canary": CANARY, "failureThreshold": "x"})
+        assert layers.resolved["payments"].policy.failure_threshold == 1
+        assert layers.invalid["payments"].kept == "keeping the last good policy"
+        store.put("payments", {"canary": {**CANARY, "percent": "20%"}})  # an invalid canary
+        assert layers.resolved["payments"].policy.failure_threshold == 1
+        assert [p.key for p in layers.invalid["payments"].problems] == ["canary.percent"]
+
+    def test_a_document_that_goes_away_takes_its_canary_and_abort_with_it(
+        self, clock: FakeClock
+    ) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"canary": CANARY})
+        layers.abort_canary("payments")
+        store.delete("payments")
+        assert "payments" not in layers.resolved
+        store.put("payments", {"canary": CANARY})  # the same canary again: a new start
+        assert layers.resolved["payments"].canary.runs == "candidate"  # type: ignore[union-attr]
+        store.put("payments", {"failureThreshold": 2})  # promoted, or aborted
+        assert layers.resolved["payments"].canary is None
+
+    def test_a_candidate_that_does_not_fit_runs_nowhere(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"canary": {"policy": {"failureThreshold": 0}, "percent": 20}})
+        found = layers.resolved["payments"]
+        assert found.policy.failure_threshold == 3
+        assert found.canary is not None and found.canary.candidate is None
+        assert found.canary.runs == "stable"
+        invalid = layers.invalid["payments"]
+        assert [(p.key, p.message) for p in invalid.problems] == [
+            (
+                "canary.policy.failureThreshold",
+                "canary.policy: on top of the document: failureThreshold: 0 turns the "
+                "consecutive-failure rule off, which needs a failure rate to trip on instead",
+            )
+        ]
+        assert invalid.kept == "its canary runs nowhere: every instance runs the document's policy"
+        # The document below changes so that it fits: it runs.
+        store.put(
+            "payments",
+            {"failureRate": 0.5, "canary": {"policy": {"failureThreshold": 0}, "percent": 20}},
+        )
+        assert layers.resolved["payments"].policy.failure_threshold == 0
+        assert layers.invalid == {}
+
+    def test_a_new_service_default_can_unfit_a_candidate(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"canary": {"policy": {"openStateTimeout": "1m"}, "percent": 20}})
+        assert layers.resolved["payments"].policy.open_state_timeout == 60
+        store.put("_default", {"maxOpenStateTimeout": "30s"})
+        assert layers.resolved["payments"].policy.open_state_timeout == 10
+        assert list(layers.invalid) == ["payments"]
+
+    def test_the_service_default_cannot_hold_a_canary(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"canary": CANARY})  # the same bytes as below: judged apart
+        store.put("_default", {"canary": CANARY})
+        assert layers.default.policy.failure_threshold == 3
+        assert [p.message for p in layers.invalid["_default"].problems] == [
+            "canary: only a breaker's own document can hold a canary; the service default cannot"
+        ]
+        assert layers.resolved["payments"].canary is not None
+
+    def test_a_new_instance_is_hashed_anew(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"canary": CANARY})
+        store.put("search", {"failureThreshold": 2})
+        layers.abort_canary("payments")
+        assert layers.set_instance("web-07") == []
+        assert layers.set_instance("web-11") == ["payments"]
+        assert layers.resolved["payments"].canary.runs == "candidate"  # type: ignore[union-attr]
+        assert layers.set_instance("web-08") == ["payments"]
+        assert layers.resolved["payments"].policy.failure_threshold == 3
+
+    def test_a_canary_is_judged_alone_as_validate_does(self) -> None:
+        doc, problems = judge_alone(
+            b'{"canary": {"policy": {"failureThreshold": 0, "mode": "shadow"}, "percent": 0}}'
+        )
+        assert [p.key for p in doc.errors] == ["canary.percent", "canary.policy.mode"]
+        doc, problems = judge_alone(
+            b'{"canary": {"policy": {"failureThreshold": 0}, "percent": 5}}'
+        )
+        assert doc.valid and [p.key for p in problems] == ["canary.policy.failureThreshold"]
+        doc = judge(b'{"canary": {"policy": {"failureTreshold": 1}, "percnt": 5, "percent": 5}}')
+        assert [str(p) for p in doc.unknown_problems()] == [
+            "canary.percnt: unknown key (did you mean 'percent'?)",
+            "canary.policy.failureTreshold: unknown key (did you mean 'failureThreshold'?)",
+        ]
+
+    def test_explain_shows_the_canary_and_this_instances_part_in_it(self, clock: FakeClock) -> None:
+        layers, store = canaried(clock, "web-07")
+        store.put("payments", {"openStateTimeout": "30s", "canary": CANARY})
+        found = layers.explain("payments")
+        sources = {f["key"]: f["from"] for f in found["fields"]}
+        assert (sources["failureThreshold"], sources["openStateTimeout"]) == ("canary", "payments")
+        assert found["policy"]["failureThreshold"] == 1
+        assert found["canary"] == {
+            "id": layers.resolved["payments"].canary.id,  # type: ignore[union-attr]
+            "percent": 20.0,
+            "abortIfOpen": True,
+            "policy": {"failureThreshold": 1},
+            "applies": True,
+            "instance": "web-07",
+            "member": True,
+            "runs": "candidate",
+            "aborted": False,
+            "stable": {"failureThreshold": 3, "successThreshold": 1, "openStateTimeout": "30s"},
+            "candidate": {"failureThreshold": 1, "successThreshold": 1, "openStateTimeout": "30s"},
+        }
+        unknown, store = canaried(clock, None)
+        store.put("payments", {"canary": CANARY})
+        found = unknown.explain("payments")
+        assert (found["canary"]["member"], found["canary"]["runs"]) == (None, None)
+        assert {f["key"]: f["from"] for f in found["fields"]}["failureThreshold"] == BUILT_IN
+        assert layers.explain("search")["canary"] is None

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from breaker import Mode, Policy, PolicyError
 from breaker._layers import check_alone
-from breaker._policy import JSON_KEYS, MAX_COUNT, MAX_SECONDS
+from breaker._policy import CANARY_KEYS, CANDIDATE_KEYS, JSON_KEYS, MAX_COUNT, MAX_SECONDS
 
 from .strategies import policies
 
@@ -59,6 +59,8 @@ def policy_error(document: object) -> PolicyError | None:
 def known_gap(document: Mapping[str, Any], error: PolicyError) -> tuple[str, dict[str, Any]] | None:
     """Return (the gap, ``document`` with that value repaired) if ``error`` is a known gap."""
     key, message, repaired = error.key, str(error), dict(document)
+    if key is not None and key.startswith(CANDIDATE):
+        return candidate_gap(document, key[len(CANDIDATE) :], message)
     value = document.get(key) if key else None
     if key in COUNT_KEYS and isinstance(value, float) and value.is_integer():
         # JSON Schema's data model: 5.0 is an integer; Go's encoding/json (and Policy) refuse it.
@@ -89,6 +91,30 @@ def known_gap(document: Mapping[str, Any], error: PolicyError) -> tuple[str, dic
     return None
 
 
+CANDIDATE = "canary.policy."
+
+
+def candidate_gap(
+    document: Mapping[str, Any], key: str, message: str
+) -> tuple[str, dict[str, Any]] | None:
+    """Return a known gap inside a canary's candidate, and the document with it repaired."""
+    candidate = dict(document["canary"]["policy"])
+    value = candidate.get(key)
+    if key in COUNT_KEYS and isinstance(value, float) and value.is_integer():
+        candidate[key] = int(value)
+        gap = "a count with a fraction or exponent"
+    elif key in DURATION_KEYS and isinstance(value, str) and "out of range" in message:
+        candidate[key] = "1s"
+        gap = "a duration string beyond Go's longest"
+    elif "is shorter than the open state timeout" in message and key in candidate:
+        # The candidate goes on the document: two values, maybe from two layers, compared.
+        del candidate[key]
+        gap = "maxOpenStateTimeout below openStateTimeout"
+    else:
+        return None
+    return gap, {**document, "canary": {**document["canary"], "policy": candidate}}
+
+
 def assert_agree(document: object) -> None:
     """Assert that the schema and Policy agree on ``document``, up to the documented gaps."""
     for _ in range(len(JSON_KEYS) + 1):
@@ -114,6 +140,10 @@ def test_the_schema_is_a_valid_draft_2020_12_schema() -> None:
 def test_the_schema_names_every_policy_key_and_refuses_unknown_ones() -> None:
     assert set(SCHEMA["properties"]) == set(JSON_KEYS)
     assert SCHEMA["additionalProperties"] is False
+    candidate = SCHEMA["$defs"]["candidate"]
+    assert set(candidate["properties"]) == set(CANDIDATE_KEYS)
+    assert candidate["additionalProperties"] is False
+    assert set(SCHEMA["properties"]["canary"]["properties"]) == set(CANARY_KEYS)
     assert not schema_accepts({"failureTreshold": 3})
     assert [p.key for p in check_alone({"failureTreshold": 3})] == ["failureTreshold"]
 
@@ -302,6 +332,43 @@ BOUNDARY_DOCUMENTS: list[object] = [
     {"mode": "forced-open", "modeUntil": "2026-11-29T14:00:00Z\n"},
     {"mode": "forced-open", "modeUntil": "\uff12026-11-29T14:00:00Z"},
     {"mode": "forced-open", "modeUntil": 1764424800},
+    {"canary": {"policy": {}, "percent": 10}},
+    {"canary": {"policy": {}, "percent": 0}},
+    {"canary": {"policy": {}, "percent": 100}},
+    {"canary": {"policy": {}, "percent": 100.5}},
+    {"canary": {"policy": {}, "percent": "10"}},
+    {"canary": {"policy": {}, "percent": True}},
+    {"canary": {"policy": {}}},
+    {"canary": {"percent": 10}},
+    {"canary": {"policy": {}, "percent": 10, "abortIfOpen": True}},
+    {"canary": {"policy": {}, "percent": 10, "abortIfOpen": None}},
+    {"canary": {"policy": {}, "percent": 10, "abortIfopen": True}},
+    {"canary": {"policy": [], "percent": 10}},
+    {"canary": None},
+    {"canary": {"policy": {"mode": "shadow"}, "percent": 10}},
+    {"canary": {"policy": {"canary": {}}, "percent": 10}},
+    {"canary": {"policy": {"failureTreshold": 2}, "percent": 10}},
+    {"canary": {"policy": {"failureThreshold": -1}, "percent": 10}},
+    {"canary": {"policy": {"failureThreshold": 0}, "percent": 10}},
+    {"canary": {"policy": {"failureThreshold": 0}, "percent": 10}, "failureRate": 0.5},
+    {"canary": {"policy": {"failureThreshold": 0}, "percent": 10}, "failureRate": None},
+    {"canary": {"policy": {"failureThreshold": 0, "failureRate": None}, "percent": 10}},
+    {
+        "canary": {"policy": {"failureRate": None}, "percent": 10},
+        "failureThreshold": 0,
+        "failureRate": 0.5,
+    },
+    {
+        "canary": {"policy": {"failureRate": None, "failureThreshold": 1}, "percent": 10},
+        "failureThreshold": 0,
+        "failureRate": 0.5,
+    },
+    {"canary": {"policy": {"maxOpenStateTimeout": 30}, "percent": 10}},
+    {"canary": {"policy": {"maxOpenStateTimeout": MIN_60}, "percent": 10}},
+    {"canary": {"policy": {"maxOpenStateTimeout": 30}, "percent": 10}, "openStateTimeout": 10},
+    {"canary": {"policy": {"openStateTimeout": 120}, "percent": 10}, "maxOpenStateTimeout": 90},
+    {"canary": {"policy": {"failureThreshold": 5.0}, "percent": 10}},
+    {"canary": {"policy": {"openStateTimeout": "2562048h"}, "percent": 10}},
 ]
 
 
@@ -524,6 +591,31 @@ VALUES: dict[str, st.SearchStrategy[object]] = {
     "modeUntil": st.one_of(timestamps, edge_timestamps, st.none()),
 }
 
+candidates = st.fixed_dictionaries(
+    {},
+    optional={
+        **{
+            key: st.one_of(strategy, json_scalars)
+            for key, strategy in VALUES.items()
+            if key in CANDIDATE_KEYS
+        },
+        "mode": modes,
+        "failureTreshold": json_scalars,
+    },
+)
+canaries = st.fixed_dictionaries(
+    {},
+    optional={
+        "policy": st.one_of(candidates, candidates, json_scalars),
+        "percent": st.one_of(
+            st.sampled_from([0, 0.001, 1, 20, 99.9, 100, 100.0001, -5, 1e300]), json_scalars
+        ),
+        "abortIfOpen": st.one_of(st.booleans(), json_scalars),
+    },
+)
+VALUES["canary"] = st.one_of(
+    canaries.map(lambda c: {"policy": {}, "percent": 10, **c}), canaries, json_scalars
+)
 documents = st.fixed_dictionaries(
     {},
     optional={key: st.one_of(strategy, json_scalars) for key, strategy in VALUES.items()},
@@ -549,3 +641,72 @@ def test_the_schema_and_policy_agree_on_generated_documents(document: dict[str, 
 @settings(max_examples=200, deadline=None)
 def test_the_schema_and_policy_agree_on_any_json_value(value: object) -> None:
     assert_agree(value)
+
+
+@given(policies(), policies(), st.data())
+@settings(max_examples=300, deadline=None)
+def test_the_schema_and_policy_agree_on_canaries_of_valid_values(
+    stable: Policy, tried: Policy, data: st.DataObject
+) -> None:
+    # Valid values on both layers: what is left to judge is how the candidate goes on
+    # top of the document (a failureThreshold of 0 needs a rate; maxOpenStateTimeout).
+    def part(policy: Policy) -> dict[str, Any]:
+        found = {k: v for k, v in policy.to_dict().items() if k not in ("mode", "modeUntil")}
+        keys = data.draw(st.sets(st.sampled_from(sorted(found))))
+        return {key: found[key] for key in keys}
+
+    document = part(stable)
+    candidate = part(tried)
+    if data.draw(st.booleans()):
+        document.update(
+            data.draw(
+                st.dictionaries(
+                    st.sampled_from((*COUNT_KEYS, "failureRate")),
+                    st.sampled_from([0, 1, None, 0.5]),
+                )
+            )
+        )
+        candidate.update(
+            data.draw(
+                st.dictionaries(
+                    st.sampled_from((*COUNT_KEYS, "failureRate")),
+                    st.sampled_from([0, 1, None, 0.5]),
+                )
+            )
+        )
+    percent = data.draw(st.floats(0, 100, exclude_min=True) | st.sampled_from([100, 1, 50]))
+    document["canary"] = {"policy": candidate, "percent": percent}
+    assert_agree(document)
+
+
+@pytest.mark.parametrize(
+    ("document", "gap"),
+    [
+        (
+            {"canary": {"policy": {"successThreshold": 2.0}, "percent": 5}},
+            "a count with a fraction or exponent",
+        ),
+        (
+            {"canary": {"policy": {"rateWindow": "2562048h"}, "percent": 5}},
+            "a duration string beyond Go's longest",
+        ),
+        (
+            {
+                "canary": {"policy": {"openStateTimeout": 120}, "percent": 5},
+                "maxOpenStateTimeout": 90,
+            },
+            "maxOpenStateTimeout below openStateTimeout",
+        ),
+        (
+            {"canary": {"policy": {"maxOpenStateTimeout": "30s"}, "percent": 5}},
+            "maxOpenStateTimeout below openStateTimeout",
+        ),
+    ],
+)
+def test_each_documented_gap_is_the_same_in_a_candidate(document: dict[str, Any], gap: str) -> None:
+    assert schema_accepts(document)
+    error = policy_error(document)
+    assert error is not None and error.key is not None and error.key.startswith(CANDIDATE)
+    found = known_gap(document, error)
+    assert found is not None and found[0] == gap
+    assert schema_accepts(found[1]) and policy_error(found[1]) is None

@@ -110,26 +110,51 @@ class Commands:
         self._subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
         self.output = argparse.ArgumentParser(add_help=False)
         self.output.add_argument("--json", action="store_true", help="print JSON, for scripts")
-        from breaker._cli._client import consul_parent
+        from breaker._cli._client import consul_parent, history_parent, path_parent
 
         self.consul = consul_parent()
+        self.path = path_parent()
+        self.history = history_parent(write=False)
+        self.write = history_parent(write=True)
 
     def add(
-        self, name: str, run: Run, help: str, *, output: bool = True, consul: bool = True
+        self,
+        name: str,
+        run: Run,
+        help: str,
+        *,
+        output: bool = True,
+        consul: bool = True,
+        path: bool | None = None,
+        history: str | None = None,
+        subparsers: Any = None,
+        parents: Sequence[argparse.ArgumentParser] = (),
     ) -> argparse.ArgumentParser:
-        """Add command ``name`` that ``run`` runs, with ``--json`` and Consul's options."""
-        parents = [p for p, wanted in ((self.output, output), (self.consul, consul)) if wanted]
-        sub: argparse.ArgumentParser = self._subparsers.add_parser(
-            name, help=help, description=help, parents=parents
+        """Add command ``name`` that ``run`` runs, with ``--json``, Consul's options, ``--path``
+        (with ``consul`` unless told) and the history's (``history``: "read" or "write")."""
+        wanted = (
+            (self.output, output),
+            (self.consul, consul),
+            (self.path, consul if path is None else path),
+            (self.history, history == "read"),
+            (self.write, history == "write"),
+        )
+        sub: argparse.ArgumentParser = (subparsers or self._subparsers).add_parser(
+            name, help=help, description=help, parents=[*(p for p, on in wanted if on), *parents]
         )
         sub.set_defaults(run=run)
         return sub
+
+    def group(self, name: str, help: str) -> Any:
+        """Add command ``name`` whose own commands follow it (``breaker canary start``)."""
+        parser = self._subparsers.add_parser(name, help=help, description=help)
+        return parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``breaker`` command."""
     from breaker import __version__
-    from breaker._cli import _documents, _explain, _modes, _watch
+    from breaker._cli import _canary, _documents, _explain, _fleet, _history, _modes, _watch
 
     parser = _Parser(
         prog="breaker",
@@ -139,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"breaker {__version__}")
     commands = Commands(parser)
-    for group in (_documents, _modes, _explain, _watch):  # fleet, history, canary: here
+    for group in (_documents, _modes, _history, _canary, _explain, _watch, _fleet):
         group.register(commands)
     return parser
 

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import getpass
 import os
+import socket
 import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from breaker._cli._app import EXIT_INVALID, EXIT_USAGE, CLIError, Context, duration
+from breaker._cli._journal import (
+    DEFAULT_KEEP,
+    Journal,
+    Lost,
+    derived_history_prefix,
+    history_problem,
+)
 from breaker._layers import Layers
 from breaker._names import DEFAULT_DOCUMENT, check_name, key_of, name_of, policy_name
-from breaker._policy import Policy
+from breaker._policy import Policy, format_timestamp
 from breaker.coord.consul._settings import ConsulOptions
 
 if TYPE_CHECKING:
@@ -26,6 +35,10 @@ if TYPE_CHECKING:
 
 PATH_VARIABLE = "BREAKER_POLICIES_PATH"
 """The environment variable ``--path`` defaults to."""
+HISTORY_VARIABLE = "BREAKER_HISTORY_PATH"
+"""The environment variable ``--history-path`` defaults to."""
+BY_VARIABLE = "BREAKER_BY"
+"""The environment variable ``--by`` defaults to (else ``user@host``)."""
 
 _HELP = {
     "token": "ACL token (CONSUL_HTTP_TOKEN); --token-file hides it",
@@ -65,7 +78,7 @@ def _option(group: argparse._ArgumentGroup, name: str, kind: Any) -> None:
 
 
 def consul_parent() -> argparse.ArgumentParser:
-    """Return the options every Consul command takes: the connection, and ``--path``."""
+    """Return the options every Consul command takes: the connection."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group(
         "Consul (each option defaults to the consul CLI's environment variable)"
@@ -80,6 +93,12 @@ def consul_parent() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="give up on a request after this long (default 5s; a slow link wants more)",
     )
+    return parent
+
+
+def path_parent() -> argparse.ArgumentParser:
+    """Return ``--path``, the option of every command on the policy documents."""
+    parent = argparse.ArgumentParser(add_help=False)
     path = os.environ.get(PATH_VARIABLE) or None
     parent.add_argument(
         "--path",
@@ -89,6 +108,72 @@ def consul_parent() -> argparse.ArgumentParser:
         help=f"the services' policies_path, e.g. /config/dev/checkout/breakers/ ({PATH_VARIABLE})",
     )
     return parent
+
+
+def history_parent(*, write: bool) -> argparse.ArgumentParser:
+    """Return the options of the history: where it is, and what a write records in it."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "history (every write is recorded with it, in one transaction)"
+    )
+    group.add_argument(
+        "--history-path",
+        metavar="PREFIX",
+        default=None,
+        help=f"where the history is kept ({HISTORY_VARIABLE}; default: beside --path, "
+        "config/dev/checkout/breakers/ -> config/dev/checkout/breakers-history/)",
+    )
+    if write:
+        group.add_argument(
+            "--by", metavar="WHO", help=f"who makes the change ({BY_VARIABLE}; default user@host)"
+        )
+        group.add_argument("--reason", metavar="TEXT", help="why: a ticket, an incident")
+        group.add_argument(
+            "--history-keep",
+            type=_keep,
+            default=DEFAULT_KEEP,
+            metavar="N",
+            help=f"entries kept per name, older ones deleted (default {DEFAULT_KEEP})",
+        )
+    return parent
+
+
+def _keep(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of entries from 1 to 1000, got {text!r}"
+        )
+    return value
+
+
+def history_prefix_of(args: argparse.Namespace, prefix: str) -> str:
+    """Return the history prefix of a command: ``--history-path``, its variable, or derived."""
+    path = getattr(args, "history_path", None) or os.environ.get(HISTORY_VARIABLE) or None
+    if path is None:
+        return derived_history_prefix(prefix)
+    found = path.strip("/") + "/"
+    if found == "/" or "//" in found or any(p in (".", "..") for p in found.split("/")[:-1]):
+        raise CLIError(f"--history-path: {path!r} is not a usable key prefix", EXIT_USAGE)
+    why = history_problem(found, prefix)
+    if why is not None:
+        raise CLIError(f"--history-path: {path!r} cannot hold the history: {why}", EXIT_USAGE)
+    return found
+
+
+def who(args: argparse.Namespace) -> str:
+    """Return who makes a change: ``--by``, ``BREAKER_BY``, else ``user@host``."""
+    found = getattr(args, "by", None) or os.environ.get(BY_VARIABLE)
+    if found:
+        return str(found)
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name anywhere (a container without one)
+        user = f"uid-{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def prefix_of(path: str) -> str:
@@ -124,21 +209,35 @@ def documents(snapshot: Snapshot, prefix: str) -> dict[str, bytes]:
     return found
 
 
-def layered(snapshot: Mapping[str, bytes], prefix: str, ctx: Context) -> Layers:
-    """Return the layers a service that reads ``snapshot`` now would have (built-in: Policy())."""
+def layered(
+    snapshot: Mapping[str, bytes], prefix: str, ctx: Context, instance: str | None = None
+) -> Layers:
+    """Return the layers a service that reads ``snapshot`` now would have (built-in: Policy()),
+    as instance ``instance`` (None: no canary member)."""
     # One reading of each clock: a command is an instant (modes end against ``now``).
-    layers = Layers(Policy(), prefix, clock=lambda: 0.0, wall=ctx.wall, log=False)
+    layers = Layers(
+        Policy(), prefix, clock=lambda: 0.0, wall=ctx.wall, log=False, instance=instance
+    )
     layers.update(snapshot)
     return layers
 
 
 class Client:
-    """A connection to Consul for one command, and the keys of the policies under ``--path``."""
+    """A connection to Consul for one command, and the keys of the policies under ``--path``.
+
+    Its writes (`change`) go with their history entry, in one transaction.
+    """
 
     def __init__(self, args: argparse.Namespace, ctx: Context) -> None:
-        self.prefix = prefix_of(args.path)
+        path = getattr(args, "path", None)
+        self.prefix = prefix_of(path) if path is not None else ""
+        self.args = args
         self.ctx = ctx
+        self.history = history_prefix_of(args, self.prefix) if path is not None else ""
         self.coord = _connect(args)
+        self.journal = Journal(
+            self.coord, self.history, keep=getattr(args, "history_keep", DEFAULT_KEEP)
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -158,13 +257,35 @@ class Client:
         """Return the document of ``name`` and its ModifyIndex, or None."""
         return self.coord.get(self.key(name))
 
-    def write(self, name: str, raw: bytes, *, cas: int | None) -> bool:
-        """Write the document of ``name`` with check-and-set; False when ``cas`` lost."""
-        return self.coord.put(self.key(name), raw, cas=cas)
+    def change(
+        self,
+        name: str,
+        after: bytes | None,
+        *,
+        before: tuple[bytes, int] | None,
+        cas: bool,
+        action: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """Write (``after``) or delete (None) ``name``'s document with its history entry.
 
-    def delete(self, name: str, *, cas: int | None) -> bool:
-        """Delete the document of ``name`` with check-and-set; False when ``cas`` lost."""
-        return self.coord.delete(self.key(name), cas=cas)
+        With ``cas``, only if it is still as ``before`` (the document and ModifyIndex read,
+        None: absent) says. Returns the document's new ModifyIndex, or None when the
+        check-and-set lost (nothing written, history included).
+        """
+        record = {
+            "action": action,
+            "at": format_timestamp(self.ctx.now().replace(microsecond=0)),
+            "by": who(self.args),
+            "reason": getattr(self.args, "reason", None),
+            **(extra or {}),
+        }
+        try:
+            return self.journal.change(
+                name, self.key(name), after, before=before, cas=cas, record=record
+            )
+        except Lost:
+            return None
 
     def watch(self, on_change: typing.Callable[[Snapshot], None]) -> Watch:
         """Watch the prefix (see `ConsulCoord.watch`)."""

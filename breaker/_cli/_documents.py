@@ -51,7 +51,12 @@ def register(commands: Commands) -> None:
     commands.add("ls", cmd_ls, "list the documents under --path: mode, document, or why invalid")
     sub = commands.add("get", cmd_get, "show a document, its ModifyIndex and its resolved policy")
     sub.add_argument("name", metavar="NAME", help=_NAME_HELP)
-    sub = commands.add("put", cmd_put, "validate FILE (- for stdin) and write it as NAME's policy")
+    sub = commands.add(
+        "put",
+        cmd_put,
+        "validate FILE (- for stdin) and write it as NAME's policy",
+        history="write",
+    )
     sub.add_argument("name", metavar="NAME", help=_NAME_HELP)
     sub.add_argument("file", metavar="FILE")
     sub.add_argument("--index", type=index, help=_CAS_HELP)
@@ -61,7 +66,7 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="write even with unknown keys, documents it makes invalid, or a concurrent edit",
     )
-    sub = commands.add("rm", cmd_rm, "delete NAME's document")
+    sub = commands.add("rm", cmd_rm, "delete NAME's document", history="write")
     sub.add_argument("name", metavar="NAME", help=_NAME_HELP)
     sub.add_argument("--index", type=index, help=_CAS_HELP.replace("write", "delete"))
     sub.add_argument(
@@ -377,7 +382,7 @@ def cmd_put(args: argparse.Namespace, ctx: Context) -> int:
         if current is not None and current[0] == raw:
             print_change(ctx, args, "unchanged", key, old, new, at, note="same content")
             return EXIT_OK
-        if not client.write(name, raw, cas=None if args.force else (at or 0)):
+        if client.change(name, raw, before=current, cas=not args.force, action="put") is None:
             raise refused(key, at)
     print_change(ctx, args, "created" if current is None else "updated", key, old, new, at)
     return EXIT_OK
@@ -405,7 +410,7 @@ def cmd_rm(args: argparse.Namespace, ctx: Context) -> int:
             broken = broken_by(before, layered(snapshot, client.prefix, ctx))
             if broken:
                 raise CLIError(_breakage("deleting", key, broken, "deleted"), EXIT_INVALID)
-        if not client.delete(name, cas=None if args.force else at):
+        if client.change(name, None, before=current, cas=not args.force, action="rm") is None:
             raise refused(key, at, "deleted")
     print_change(ctx, args, "deleted", key, judge(raw), None, at)
     return EXIT_OK

@@ -24,13 +24,18 @@ def register(commands: Commands) -> None:
     sub.add_argument(
         "name", metavar="NAME", help="breaker name, or _default for breakers with no document"
     )
+    sub.add_argument(
+        "--instance",
+        metavar="ID",
+        help="explain it as instance ID runs it (a member of a canary runs its candidate)",
+    )
 
 
 def cmd_explain(args: argparse.Namespace, ctx: Context) -> int:
     """Explain the policy of one breaker, layer by layer; exit 1 if one of its layers is invalid."""
     name = checked_name(args.name)
     with Client(args, ctx) as client:
-        layers = layered(client.snapshot(), client.prefix, ctx)
+        layers = layered(client.snapshot(), client.prefix, ctx, args.instance)
     found = layers.explain(name)
     invalid = any(layer["state"] == "invalid" for layer in found["layers"])
     if args.json:
@@ -78,4 +83,33 @@ def explain_lines(found: dict[str, Any]) -> list[str]:
         if layer.get("unknown_keys"):
             unknown = ", ".join(repr(k) for k in layer["unknown_keys"])
             lines.append(f"  {'':<{width}}  ignored unknown keys: {unknown}")
+    canary = found.get("canary")
+    if canary is not None:
+        lines.extend(canary_lines(canary))
+    return lines
+
+
+def canary_lines(canary: dict[str, Any]) -> list[str]:
+    """Return the canary part of an explanation, and where this instance stands in it."""
+    rule = ", abortIfOpen" if canary["abortIfOpen"] else ""
+    percent = canary["percent"]
+    percent = int(percent) if float(percent).is_integer() else percent
+    lines = [
+        f"canary {canary['id']}: {percent}% of instances{rule}",
+        f"  candidate  {compact(canary['policy'])}",
+    ]
+    instance = canary["instance"]
+    if not canary["applies"]:
+        where = "runs nowhere: it does not fit on the document (above)"
+    elif instance is None:
+        where = "members run it; --instance ID says whether one is"
+    elif not canary["member"]:
+        where = f"{instance} is not a member: it runs the document's policy"
+    elif canary["aborted"]:
+        where = f"{instance} is a member that went back to the document's policy (abortIfOpen)"
+    else:
+        where = f"{instance} is a member: it runs the candidate (keys from canary above)"
+        if canary["abortIfOpen"]:
+            where += ", unless it tripped and went back (`breaker canary status` tells)"
+    lines.append(f"  {where}")
     return lines

@@ -25,7 +25,9 @@ Update = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 
 def register(commands: Commands) -> None:
     """Add this group's commands."""
-    sub = commands.add("force-open", cmd_force_open, "reject every call of NAME for a while")
+    sub = commands.add(
+        "force-open", cmd_force_open, "reject every call of NAME for a while", history="write"
+    )
     sub.add_argument("name", metavar="NAME", help=_NAME_HELP)
     sub.add_argument(
         "--for",
@@ -36,7 +38,9 @@ def register(commands: Commands) -> None:
         help="how long: a Go duration (15m, 1h30m) or seconds; then auto again by itself",
     )
     sub.add_argument("--create", action="store_true", help="create NAME's document if it has none")
-    sub = commands.add("release", cmd_release, "end NAME's kill switch (or other mode)")
+    sub = commands.add(
+        "release", cmd_release, "end NAME's kill switch (or other mode)", history="write"
+    )
     sub.add_argument("name", metavar="NAME", help=_NAME_HELP)
     sub.add_argument(
         "--create", action="store_true", help="succeed when NAME has no document (nothing to do)"
@@ -55,7 +59,7 @@ def cmd_force_open(args: argparse.Namespace, ctx: Context) -> int:
         document["modeUntil"] = stamp
         return document
 
-    return _set_mode(ctx, args, update, "forced open", stamp)
+    return _set_mode(ctx, args, update, "forced open", stamp, action="force-open")
 
 
 def cmd_release(args: argparse.Namespace, ctx: Context) -> int:
@@ -68,7 +72,7 @@ def cmd_release(args: argparse.Namespace, ctx: Context) -> int:
         document.pop("modeUntil", None)
         return document
 
-    return _set_mode(ctx, args, update, "released")
+    return _set_mode(ctx, args, update, "released", action="release")
 
 
 def dump_like(value: dict[str, Any], raw: bytes | None) -> bytes:
@@ -103,7 +107,13 @@ def not_reached(layers: Layers) -> list[dict[str, str]]:
 
 
 def _set_mode(
-    ctx: Context, args: argparse.Namespace, update: Update, action: str, until: str | None = None
+    ctx: Context,
+    args: argparse.Namespace,
+    update: Update,
+    done: str,
+    until: str | None = None,
+    *,
+    action: str,
 ) -> int:
     """Apply ``update`` to a document with check-and-set, re-reading after a concurrent edit.
 
@@ -142,9 +152,9 @@ def _set_mode(
                     "`breaker put` first.",
                     EXIT_INVALID,
                 )
-            if client.write(name, raw, cas=at or 0):
+            if client.change(name, raw, before=current, cas=True, action=action) is not None:
                 after = layered({**snapshot, key: raw}, client.prefix, ctx)
-                _report(ctx, args, action, key, name, old, new, at, until, after)
+                _report(ctx, args, done, key, name, old, new, at, until, after)
                 return EXIT_OK
     raise CLIError(
         f"refused: {key} kept changing while being updated ({_ATTEMPTS} tries); nothing "

@@ -9,15 +9,16 @@ A view that lets a `breaker.RejectedError` escape (from ``@circuit``, a guard, o
 client integration, whose rejections are subclasses) answers
 ``503 Service Unavailable`` with ``Retry-After`` (whole seconds, rounded up, at least 1)
 and the JSON body ``{"detail": "Service Unavailable"}``; the breaker's name stays
-internal. The status view serves ``provider.status()`` as JSON. `install` also works
-on a ``Blueprint``, for the views registered on it.
+internal. The status view serves ``provider.status()`` as JSON; with ``fleet=True`` also
+the fleet view, ``provider.fleet()``, under ``"fleet"``. `install` also works on a
+``Blueprint``, for the views registered on it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from breaker.integrations import _common
+from breaker.integrations import _common, _status
 
 try:
     from flask import Blueprint, Flask, Response, jsonify
@@ -43,14 +44,16 @@ def breaker_open_handler(exc: RejectedError) -> Response:
     return response
 
 
-def status_view(provider: Provider | None = None) -> Callable[[], Response]:
-    """Return a view that serves ``provider.status()`` as JSON.
+def status_view(provider: Provider | None = None, *, fleet: bool = False) -> Callable[[], Response]:
+    """Return a view that serves ``provider.status()`` as JSON (with ``fleet``, the fleet view
+    too, under ``"fleet"``).
 
     Without ``provider`` it serves the default provider at request time, and answers 503
     while none is set.
     """
     if provider is not None and not isinstance(provider, Provider):
         raise TypeError(f"status_view: expected a breaker.Provider, got {provider!r}")
+    _status.check_fleet(provider, fleet, "status_view")
 
     def breaker_status() -> Response:
         current = provider if provider is not None else get_default_provider()
@@ -58,18 +61,24 @@ def status_view(provider: Provider | None = None) -> Callable[[], Response]:
             response = jsonify(detail="no breaker provider is set")
             response.status_code = 503
             return response
-        return jsonify(current.status())
+        return jsonify(_status.status_with_fleet(current, fleet))
 
     return breaker_status
 
 
 def install(
-    app: Flask | Blueprint, *, status_path: str | None = None, provider: Provider | None = None
+    app: Flask | Blueprint,
+    *,
+    status_path: str | None = None,
+    provider: Provider | None = None,
+    fleet: bool = False,
 ) -> None:
-    """Make ``app`` answer rejections with 503 and, given ``status_path``, serve the status there.
+    """Make ``app`` answer rejections with 503 and, given ``status_path``, serve the status there
+    (with ``fleet``, the fleet view too).
 
     The status view's endpoint is ``breaker_status``.
     """
     app.register_error_handler(RejectedError, breaker_open_handler)
     if status_path is not None:
-        app.add_url_rule(status_path, "breaker_status", status_view(provider), methods=["GET"])
+        view = status_view(provider, fleet=fleet)
+        app.add_url_rule(status_path, "breaker_status", view, methods=["GET"])

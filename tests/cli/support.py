@@ -35,7 +35,12 @@ CONSUL_ENV = (
     "CONSUL_CLIENT_CERT",
     "CONSUL_CLIENT_KEY",
     "BREAKER_POLICIES_PATH",
+    "BREAKER_HISTORY_PATH",
+    "BREAKER_BY",
+    "BREAKER_FLEET_PATH",
+    "BREAKER_SERVICE",
 )
+HISTORY = "config/dev/checkout/breakers-history/"
 
 
 class Stream(io.TextIOBase):
@@ -87,6 +92,29 @@ def write(path: str, text: str) -> str:
 def stored(server: ConsulServer, name: str) -> Any:
     raw = server.get(f"{PREFIX}{name}.json")
     return None if raw is None else json.loads(raw)
+
+
+WRITE_VERBS = {"set", "cas", "delete", "delete-cas", "delete-tree", "lock", "unlock"}
+
+
+def transactions(server: ConsulServer) -> list[list[dict[str, Any]]]:
+    """Return the KV operations of each write transaction the server received, in order."""
+    found = []
+    for request in server.requests_log:
+        if request.method == "PUT" and request.path == "/v1/txn":
+            ops = [op["KV"] for op in json.loads(request.body)]
+            if any(op["Verb"] in WRITE_VERBS for op in ops):
+                found.append(ops)
+    return found
+
+
+def document_ops(server: ConsulServer, name: str) -> list[list[tuple[str, int]]]:
+    """Return, per write transaction, its operations on ``name``'s document: (verb, index)."""
+    key = f"{PREFIX}{name}.json"
+    return [
+        [(op["Verb"], op.get("Index", 0)) for op in ops if op["Key"] == key]
+        for ops in transactions(server)
+    ]
 
 
 def edit_after_read(

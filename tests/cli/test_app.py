@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import re
@@ -14,7 +15,8 @@ import time
 
 import pytest
 
-from breaker._cli import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_USAGE
+from breaker._cli import EXIT_ERROR, EXIT_INVALID, EXIT_OK, EXIT_USAGE, main
+from breaker._cli._app import build_parser
 from breaker._names import RULE
 from breaker.testing import ConsulServer
 
@@ -318,3 +320,15 @@ def test_the_readme_cli_examples_run_as_shown(
         shell.close()
     assert shell.ran >= {"export", "cat", "echo", "breaker", "^C"}
     assert shell.watching is None, "a watch the README never stopped"
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    argvs = [[name] for name in commands]
+    canary = commands["canary"]._subparsers._group_actions[0].choices
+    argvs += [["canary", name] for name in canary]
+    for argv in argvs:
+        out = io.StringIO()
+        assert main([*argv, "--help"], stdout=out, stderr=out) == EXIT_OK, argv
+        assert out.getvalue().startswith(f"usage: breaker {' '.join(argv)}"), argv

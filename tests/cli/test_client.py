@@ -16,6 +16,7 @@ from breaker.testing import ConsulServer
 
 from .support import (
     PATH,
+    PREFIX,
     Result,
     Run,
     stored,
@@ -132,8 +133,16 @@ class TestTokens:
         assert cli("ls", "--path", PATH, "--token", "read-token").code == EXIT_OK
         result = cli("put", "--path", PATH, "payments", "-", "--token", "read-token", stdin="{}")
         assert result.code == EXIT_ERROR
-        assert result.err.startswith("breaker: error: HTTP 403 permission denied (Permission ")
-        assert result.err.endswith("): check the ACL token\n")
+        # One transaction, the document and its history entry: Consul names every refusal.
+        assert result.err.startswith(
+            f"breaker: error: Consul refused to change {PREFIX}payments.json (nothing written): "
+            "Permission denied: token with AccessorID "
+        )
+        assert result.err.count("lacks permission 'key:write'") == 2
+        assert result.err.endswith(
+            f"; check the ACL token: a change needs key write on {PREFIX}payments.json and on "
+            "the history prefix config/dev/checkout/breakers-history/\n"
+        )
         assert "Traceback" not in result.err
         assert stored(acl_server, "payments") == {"failureThreshold": 3}
 

@@ -16,8 +16,10 @@ from .support import (
     ROOT,
     Result,
     Run,
+    document_ops,
     edit_after_read,
     stored,
+    transactions,
     write,
 )
 
@@ -374,8 +376,7 @@ class TestPut:
             env.get(PREFIX + "payments.json")
             == b'{"failureThreshold": 3, "openStateTimeout": "30s"}'
         )
-        puts = [r for r in env.requests_log if r.method == "PUT"]
-        assert [r.query.get("cas") for r in puts] == ["0"]  # must not exist yet
+        assert document_ops(env, "payments") == [[("cas", 0)]]  # must not exist yet
 
     def test_a_name_with_no_document_is_refused_unless_created(
         self, cli: Run, env: ConsulServer
@@ -426,14 +427,13 @@ class TestPut:
             "  failureThreshold: 3 -> 4\n"
             '  mode: "shadow" -> (absent)\n'
         )
-        puts = [r for r in env.requests_log if r.method == "PUT"]
-        assert [r.query.get("cas") for r in puts] == [str(index)]
+        assert document_ops(env, "payments") == [[("cas", index)]]
 
     def test_the_same_content_writes_nothing(self, cli: Run, env: ConsulServer) -> None:
         env.put(PREFIX + "payments.json", "{}")
         result = cli("put", "--path", PATH, "payments", "-", stdin="{}")
         assert result.out == f"unchanged {PREFIX}payments.json (same content)\n"
-        assert not [r for r in env.requests_log if r.method == "PUT"]
+        assert transactions(env) == []
 
     @pytest.mark.parametrize(
         ("document", "reason"),
@@ -667,8 +667,7 @@ class TestRm:
         assert result == Result(
             EXIT_OK, f"deleted {PREFIX}payments.json\n  failureThreshold: 3 -> (absent)\n", ""
         )
-        deletes = [r for r in env.requests_log if r.method == "DELETE"]
-        assert [r.query.get("cas") for r in deletes] == [str(index)]
+        assert document_ops(env, "payments") == [[("check-index", index), ("delete-cas", index)]]
         assert stored(env, "payments") is None
 
     def test_a_missing_document(self, cli: Run, env: ConsulServer) -> None:

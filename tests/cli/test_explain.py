@@ -8,8 +8,10 @@ import pytest
 
 import breaker
 from breaker._cli import EXIT_INVALID, EXIT_OK
+from breaker._cli._explain import explain_lines
 from breaker.testing import ConsulServer, FakeClock
 
+from ..helpers import Boom, fail
 from .support import NOW, PATH, PREFIX, Result, Run
 
 DOCUMENTS = {
@@ -116,3 +118,29 @@ def test_the_cli_and_a_service_give_the_same_answer(
                 provider.explain(name)
             return
         assert cli("explain", "--path", PATH, name, "--json").json() == provider.explain(name)
+
+
+def test_the_canary_part_in_words() -> None:
+    document = (
+        '{"openStateTimeout": "10s", "canary": {"policy": {"failureThreshold": 1}, '
+        '"percent": 100, "abortIfOpen": true}}'
+    )
+    coord = breaker.MemoryCoord({PREFIX + "payments.json": document})
+    config = breaker.Config("checkout", PATH, instance_id="web-1")
+    with breaker.new(config, coord=coord) as provider:
+        with pytest.raises(Boom):
+            provider.get_breaker("payments").do(fail)
+        lines = explain_lines(provider.explain("payments"))
+        assert (
+            lines[-1] == "  web-1 is a member that went back to the document's policy (abortIfOpen)"
+        )
+        coord.put(
+            PREFIX + "payments.json",
+            '{"canary": {"policy": {"maxOpenStateTimeout": "1s"}, "percent": 2.5}}',
+        )
+        lines = explain_lines(provider.explain("payments"))
+        assert lines[-3:] == [
+            f"canary {provider.explain('payments')['canary']['id']}: 2.5% of instances",
+            '  candidate  {"maxOpenStateTimeout": "1s"}',
+            "  runs nowhere: it does not fit on the document (above)",
+        ]

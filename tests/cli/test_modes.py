@@ -21,6 +21,7 @@ from .support import (
     Run,
     edit_after_read,
     stored,
+    transactions,
 )
 
 
@@ -93,7 +94,7 @@ class TestKillSwitch:
         )
         result = cli("release", "--path", PATH, "search", "--create")
         assert result == Result(EXIT_OK, f"unchanged {PREFIX}search.json (no document)\n", "")
-        assert [r.method for r in env.requests_log].count("PUT") == 0
+        assert transactions(env) == []
         assert stored(env, "search") is None
 
     def test_a_typo_is_refused_not_a_new_document(self, cli: Run, env: ConsulServer) -> None:

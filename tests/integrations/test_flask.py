@@ -141,3 +141,22 @@ def test_install_on_a_blueprint(provider: breaker.Provider) -> None:
 def test_a_provider_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(TypeError):
         status_view(object())  # type: ignore[arg-type]
+
+
+def test_the_status_view_can_include_the_fleet(provider: breaker.Provider) -> None:
+    from ..testing_server.helpers import wait_until
+
+    coord = breaker.MemoryCoord()
+    config = breaker.Config(
+        "checkout", "/config/dev/checkout/breakers/", fleet_path="/config/dev/fleet/",
+        instance_id="web-1",
+    )  # fmt: skip
+    with breaker.new(config, coord=coord) as fleet_provider:
+        fleet_provider.get_breaker("payments")
+        app = flask.Flask(__name__)
+        install(app, status_path="/breakers", provider=fleet_provider, fleet=True)
+        client = app.test_client()
+        wait_until(lambda: "payments" in client.get("/breakers").get_json()["fleet"]["breakers"])
+        assert client.get("/breakers").get_json()["fleet"] == fleet_provider.fleet()
+    with pytest.raises(ValueError, match=r"fleet=True needs a provider with Config\.fleet_path"):
+        status_view(provider, fleet=True)

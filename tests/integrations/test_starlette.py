@@ -159,3 +159,41 @@ def test_install_without_a_status_path_adds_no_route(provider: breaker.Provider)
 def test_a_provider_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(TypeError):
         status_endpoint(object())  # type: ignore[arg-type]
+
+
+def test_the_status_endpoint_can_include_the_fleet() -> None:
+    from ..testing_server.helpers import wait_until
+
+    coord = breaker.MemoryCoord()
+    config = breaker.Config(
+        "checkout", "/config/dev/checkout/breakers/", fleet_path="/config/dev/fleet/",
+        instance_id="web-1",
+    )  # fmt: skip
+    with breaker.new(config, coord=coord) as provider:
+        provider.get_breaker("payments")
+        app = Starlette()
+        install(app, status_path="/breakers", provider=provider, fleet=True)
+        with TestClient(app) as client:
+            wait_until(lambda: "payments" in client.get("/breakers").json()["fleet"]["breakers"])
+            body = client.get("/breakers").json()
+            assert body["fleet"] == provider.fleet()
+            assert body["fleet"]["breakers"]["payments"]["closed"] == ["web-1"]
+            assert body["breakers"]["payments"]["state"] == "closed"  # the rest, as before
+
+            def down(prefix: str) -> object:
+                raise breaker.CoordError("Consul is down")
+
+            coord.load = down  # type: ignore[method-assign]
+            body = client.get("/breakers").json()
+            assert body["fleet"] == {"error": "Consul is down"}
+            assert body["service"] == "checkout"
+
+
+def test_the_fleet_needs_a_provider_that_publishes_one(provider: breaker.Provider) -> None:
+    with pytest.raises(ValueError, match=r"fleet=True needs a provider with Config\.fleet_path"):
+        status_endpoint(provider, fleet=True)
+    app = Starlette(routes=[status_route(fleet=True)])
+    with TestClient(app) as client, breaker.set_default_provider(provider):
+        assert client.get("/breakers").json()["fleet"] == {
+            "error": "Provider.fleet: this provider has no Config.fleet_path"
+        }

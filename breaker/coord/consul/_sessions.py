@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,21 +112,17 @@ class ConsulSessions:
     def txn(self, ops: Sequence[TxnOp]) -> TxnResult:
         """Apply ``ops`` all or nothing with one ``PUT /v1/txn``.
 
-        A refused transaction (409) is a false result with Consul's errors (those that fit
-        in the first 200 characters of its answer, which is what the transport keeps);
-        other failures raise `CoordError`.
+        A refused transaction (409) is a false result with every error Consul gave, each
+        whole; other failures raise `CoordError`.
         """
         if len(ops) > MAX_TXN_OPS:
             raise ValueError(
                 f"a transaction holds at most {MAX_TXN_OPS} operations, got {len(ops)}"
             )
         body = json.dumps([{"KV": _op_json(op)} for op in ops]).encode()
-        try:
-            reply = self._send("PUT", "/v1/txn", data=body)
-        except CoordError as exc:
-            if exc.status != 409:
-                raise
-            return TxnResult(False, errors=_conflict(str(exc)))
+        reply = self._send("PUT", "/v1/txn", data=body, accept=(200, 409))
+        if reply.code == 409:
+            return TxnResult(False, errors=_conflict(reply.body))
         answer = _json(reply, "/v1/txn")
         if reply.code != 200 or not isinstance(answer, dict):
             raise _malformed("/v1/txn", "expected an object with Results")
@@ -146,6 +141,7 @@ class ConsulSessions:
         params: list[tuple[str, str]] | None = None,
         *,
         data: bytes | None = None,
+        accept: tuple[int, ...] = (200, 404),
     ) -> Response:
         query = list(params or [])
         if self.settings.datacenter:
@@ -160,6 +156,7 @@ class ConsulSessions:
             read_timeout=timeout,
             data=data,
             headers=_JSON if data is not None else None,
+            accept=accept,
         )
         response: Response = reply.value
         return response
@@ -234,24 +231,24 @@ def _entry(raw: Mapping[str, Any]) -> KVEntry:
     )
 
 
-_ERROR = re.compile(r'\{"OpIndex":(\d+),"What":"((?:[^"\\]|\\.)*)("\})?')
+def _conflict(body: str) -> tuple[TxnError, ...]:
+    """Read Consul's errors out of a 409's body (``{"Errors": [{"OpIndex", "What"}]}``).
 
-
-def _conflict(message: str) -> tuple[TxnError, ...]:
-    """Read Consul's errors out of a 409.
-
-    The transport keeps only the first 200 characters of an error's body: the errors
-    that fit are read whole, one cut short keeps its operation's index and ends in
-    "[...]", and when not even that fits the message is one error at ``op_index`` -1.
+    An answer not shaped so (a proxy's page, say) is one error at ``op_index`` -1 that
+    quotes it.
     """
-    found = []
-    for n, what, closed in _ERROR.findall(message):
-        if not closed:
-            what = what.rstrip("\\") + " [...]"
-        found.append(TxnError(int(n), json.loads(f'"{what}"')))
-    if not found:
-        found.append(TxnError(-1, f"Consul refused the transaction: {message}"))
-    return tuple(found)
+    try:
+        answer = json.loads(body)
+        found = tuple(
+            TxnError(int(error["OpIndex"]), str(error["What"])) for error in answer["Errors"]
+        )
+    except (ValueError, TypeError, KeyError):
+        found = ()
+    if found:
+        return found
+    text = " ".join(body.split())
+    text = text if len(text) <= 500 else text[:500] + " [...]"
+    return (TxnError(-1, f"Consul refused the transaction (HTTP 409): {text or 'no detail'}"),)
 
 
 def _json(reply: Response, path: str) -> Any:

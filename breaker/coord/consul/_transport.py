@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import requests
@@ -333,8 +333,14 @@ class Transport:
         data: Any = None,
         headers: Mapping[str, str] | None = None,
         channel: Channel | None = None,
+        accept: Collection[int] = (200, 404),
     ) -> Reply:
-        """Send one request; return python-consul's reading of the answer; raise `CoordError`."""
+        """Send one request; return python-consul's reading of the answer; raise `CoordError`.
+
+        An answer whose status is not in ``accept`` is an error, its body cut short for the
+        message; one in ``accept`` reaches ``callback`` whole (a 409 from ``/v1/txn``
+        holds every reason a transaction failed).
+        """
         settings = self.settings
         url = settings.base_url + urllib.parse.quote(path, safe="/:")
         query = [*(params or []), *self._query]
@@ -345,7 +351,7 @@ class Transport:
         resp = self._send(method, url, data, send, token, timeout, read_timeout, channel)
         if resp.status_code == 403 and self._reread_token(token):
             resp = self._send(method, url, data, send, self._token, timeout, read_timeout, channel)
-        if resp.status_code not in (200, 404):
+        if resp.status_code not in accept:
             raise _status_error(resp, path)
         resp.encoding = "utf-8"
         try:
