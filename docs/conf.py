@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # document this checkout, whatever is installed
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
-import breaker  # noqa: E402
 from cli_reference import CLIReference  # noqa: E402
 from metrics_reference import MetricsTable  # noqa: E402
 from policy_reference import PolicyReference  # noqa: E402
+
+import breaker  # noqa: E402
 
 project = "breaker"
 author = "the breaker authors"

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
+from cli_reference import rst_text
 from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
@@ -19,7 +20,6 @@ from sphinx.util.nodes import nested_parse_with_titles
 
 import breaker
 import breaker.metrics
-from cli_reference import rst_text
 
 
 def scrape() -> list[Any]:

@@ -13,12 +13,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from cli_reference import rst_text
 from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
-
-from cli_reference import rst_text
 
 Schema = Mapping[str, Any]
 
