@@ -21,11 +21,12 @@ from sphinx.util.nodes import nested_parse_with_titles
 
 _DEFAULT_GROUPS = ("positional arguments", "options", "optional arguments")
 _INLINE = re.compile(r"`([^`]+)`")
+_OPTION = re.compile(r"(?<![\w`-])(--?[a-z][\w-]*)")
 
 
 def rst_text(text: str) -> str:
-    """Return help text as reStructuredText: `code` as literal, everything else as written."""
-    parts = _INLINE.split(" ".join(text.split()))
+    """Return help text as reStructuredText: `code` and --options literal, the rest as written."""
+    parts = _INLINE.split(_OPTION.sub(r"`\1`", " ".join(text.split())))
     out = []
     for i, part in enumerate(parts):
         if i % 2:
@@ -126,7 +127,7 @@ def reference(parser: argparse.ArgumentParser) -> list[str]:
         usage = [usage_part(sub, a) for a in actions if a.option_strings]
         usage += [f"[{g.title.split(' ')[0].upper()} OPTIONS]" for g in others if g.title]
         usage += [usage_part(sub, a) for a in actions if not a.option_strings]
-        lines += ["::", "", f"   {prog} {name} {' '.join(usage)}".rstrip(), ""]
+        lines += [".. code-block:: text", "", f"   {prog} {name} {' '.join(usage)}".rstrip(), ""]
         lines += options(sub, f"{prog} {name}", actions)
         for group in others:
             title = group.title or ""
