@@ -1,7 +1,8 @@
 """``.. breaker-metrics::``: the table of Prometheus metrics, from a scrape made at build time.
 
 The build exports a provider with one breaker that has seen a success, a failure and a
-trip to a fresh prometheus_client registry, scrapes it, and writes down what came back:
+trip (with a failure rate, and the opt-in call durations) to a fresh prometheus_client
+registry, scrapes it, and writes down what came back:
 each metric's name as exposed, its type, its labels and its help. A metric added to (or
 renamed in) the collector shows up here without an edit.
 """
@@ -19,13 +20,13 @@ from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
 import breaker
-import breaker.metrics
+from breaker.metrics import PrometheusMetrics
 
 
 def scrape() -> list[Any]:
     """Return the metric families of a scrape of a provider whose one breaker has tripped."""
     config = breaker.Config("checkout", "/config/dev/checkout/breakers/")
-    one = breaker.Policy(failure_threshold=1)
+    one = breaker.Policy(failure_threshold=1, failure_rate=0.5)  # the rate series too
     quiet = logging.NullHandler()  # the trip logs a WARNING; the build has no use for it
     logging.getLogger("breaker").addHandler(quiet)
     try:
@@ -40,15 +41,11 @@ def scrape() -> list[Any]:
 
 
 def export(provider: breaker.Provider) -> Any:
-    """Return a fresh registry that ``provider`` is exported to, by the module's own API."""
+    """Return a fresh prometheus_client registry that ``provider`` is exported to."""
     import prometheus_client
 
     registry = prometheus_client.CollectorRegistry()
-    exporter: Any = getattr(breaker.metrics, "PrometheusMetrics", None)
-    if exporter is not None:
-        exporter(provider, registry=registry)
-    else:  # the collector class that PrometheusMetrics replaces (branch metrics)
-        registry.register(getattr(breaker.metrics, "PrometheusCollector")(provider))  # noqa: B009
+    PrometheusMetrics(provider, registry=registry, durations=True)  # the opt-in histogram too
     return registry
 
 
