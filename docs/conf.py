@@ -1,11 +1,16 @@
-"""Sphinx configuration: the README as the front page, an API reference from the docstrings.
+"""Sphinx configuration: tutorial, how-to guides, the operators' guide, reference, explanation.
 
-Built by ``python3 tasks.py docs`` with warnings as errors.
+Built by ``python3 tasks.py docs`` with warnings as errors. The references that code can
+write are written at build time by the extensions in ``_ext/``: the CLI's from its
+parser, the policy keys' from the shipped JSON Schema, the metrics' from a scrape; the
+API reference comes from the docstrings, and a check below warns about any public module
+or name that it leaves out. ``tests/test_docs_site.py`` runs every page's examples.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 import typing
 from pathlib import Path
@@ -22,6 +27,11 @@ from sphinx.util.nodes import nested_parse_with_titles
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # document this checkout, whatever is installed
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+
+from cli_reference import CLIReference  # noqa: E402
+from metrics_reference import MetricsTable  # noqa: E402
+from policy_reference import PolicyReference  # noqa: E402
 
 import breaker  # noqa: E402
 
@@ -32,10 +42,11 @@ release = version = breaker.__version__
 
 extensions = ["sphinx.ext.autodoc"]
 root_doc = "index"
-exclude_patterns = ["_build"]
-html_theme = "alabaster"
+exclude_patterns = ["_build", "_ext"]
+html_theme = "furo"
 html_title = f"breaker {release}"
 html_static_path: list[str] = []
+pygments_style = "default"
 
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
@@ -100,6 +111,17 @@ class APIModule(SphinxDirective):
         return node.children
 
 
+def public_modules(name: str = "breaker") -> list[str]:
+    """Return ``name`` and every module under it whose dotted name has no ``_`` part."""
+    found = [name]
+    module = importlib.import_module(name)
+    for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+        if not info.name.startswith("_"):
+            child = f"{name}.{info.name}"
+            found += public_modules(child) if info.ispkg else [child]
+    return found
+
+
 def check_every_public_name(app: Sphinx, env: BuildEnvironment) -> None:
     """Warn (an error under -W) about a name in ``__all__`` that the reference left out.
 
@@ -107,6 +129,9 @@ def check_every_public_name(app: Sphinx, env: BuildEnvironment) -> None:
     imported name needs the module's ``__dir__`` to list it.
     """
     documented = getattr(env.get_domain("py"), "objects", {})
+    for module in public_modules():
+        if module not in _expected:
+            _log.warning("%s is a public module but has no api-module in the docs", module)
     for module, names in _expected.items():
         for name in names:
             if f"{module}.{name}" not in documented:
@@ -138,6 +163,12 @@ def alias_docstring(
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("api-module", APIModule)
+    app.add_directive("breaker-cli", CLIReference)
+    app.add_directive("policy-schema", PolicyReference)
+    app.add_directive("breaker-metrics", MetricsTable)
+    app.add_object_type(
+        "policy-key", "policy-key", objname="policy key", indextemplate="pair: %s; policy key"
+    )
     app.connect("autodoc-skip-member", keep_public_names)
     app.connect("autodoc-process-docstring", alias_docstring)
     app.connect("env-check-consistency", check_every_public_name)
