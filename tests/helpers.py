@@ -30,7 +30,7 @@ class Abort(BaseException):
     """Neither success nor failure, as KeyboardInterrupt or CancelledError."""
 
 
-def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
     """Wait until ``predicate()`` is true (a thread or a server makes it so), ``timeout`` at most.
 
     The one poll-until of the tests: use it where the code exposes nothing to wait on.

@@ -20,8 +20,7 @@ from breaker import Config, Mode, Policy, State
 from breaker._layers import in_canary
 from breaker.testing import ConsulServer
 
-from .helpers import PREFIX, Boom, fail
-from .testing_server.helpers import wait_until
+from .helpers import PREFIX, Boom, eventually, fail
 
 KEY = PREFIX + "payments.json"
 FLEET = "config/dev/fleet/"
@@ -104,7 +103,7 @@ class Fleet:
 
     def settled(self, threshold: int, count: int) -> None:
         """Wait until ``count`` providers run ``threshold`` (the watchers deliver on their own)."""
-        wait_until(lambda: len(self.running(threshold)) == count, timeout=10)
+        eventually(lambda: len(self.running(threshold)) == count, timeout=10)
 
     def close(self) -> None:
         for provider in self.providers.values():
@@ -125,7 +124,7 @@ def test_a_20_percent_canary_lands_on_the_instances_the_hash_names(fleet: Fleet)
     fleet.start(*IDS)
     fleet.put(KEY, document())
     fleet.settled(1, len(MEMBERS))
-    wait_until(lambda: all(fleet.canary(i) is not None for i in IDS), timeout=10)
+    eventually(lambda: all(fleet.canary(i) is not None for i in IDS), timeout=10)
     assert fleet.running(1) == MEMBERS == [i for i in IDS if in_canary(i, "payments", 20)]
     assert fleet.running(5) == [i for i in IDS if i not in MEMBERS]
     for instance, provider in fleet.providers.items():
@@ -138,7 +137,7 @@ def test_a_20_percent_canary_lands_on_the_instances_the_hash_names(fleet: Fleet)
     fleet.settled(1, len([i for i in IDS if in_canary(i, "payments", 50)]))
     assert set(MEMBERS) <= set(fleet.running(1))
     fleet.put(KEY, json.dumps({**STABLE, **CANDIDATE}))
-    wait_until(lambda: all(fleet.canary(i) is None for i in IDS), timeout=10)
+    eventually(lambda: all(fleet.canary(i) is None for i in IDS), timeout=10)
     assert fleet.running(1) == IDS
 
 
@@ -164,7 +163,7 @@ def test_abort_if_open_sends_a_member_that_trips_back_alone(
     # The other members keep trying it; a change of the stable part keeps web-07 out.
     assert fleet.running(1) == ["web-11", "web-12"]
     fleet.put(KEY, document().replace('"openStateTimeout": "30s"', '"openStateTimeout": "20s"'))
-    wait_until(lambda: member.policy("payments").open_state_timeout == 20, timeout=10)
+    eventually(lambda: member.policy("payments").open_state_timeout == 20, timeout=10)
     assert fleet.running(1) == ["web-11", "web-12"]
     # A new candidate is a new trial, for web-07 too.
     fleet.put(KEY, document(failureThreshold=2))
@@ -187,7 +186,7 @@ def test_a_kill_switch_is_no_trip_of_the_candidate(fleet: Fleet) -> None:
     provider = fleet.providers["web-07"]
     fleet.settled(1, 1)
     fleet.put(PREFIX + "_default.json", '{"mode": "forced-open"}')
-    wait_until(lambda: provider.get_breaker("payments").state is State.OPEN, timeout=10)
+    eventually(lambda: provider.get_breaker("payments").state is State.OPEN, timeout=10)
     assert provider.get_breaker("payments").mode is Mode.FORCED_OPEN
     assert provider.policy("payments").failure_threshold == 1  # still trying the candidate
     assert provider.status()["breakers"]["payments"]["canary"]["aborted"] is False
@@ -214,7 +213,7 @@ def test_the_fleet_record_says_which_policy_each_instance_runs(fleet: Fleet) -> 
         found = records()
         return len(found) == 2 and found["web-07"].get("canary", {}).get("aborted") is True
 
-    wait_until(aborted, timeout=10)
+    eventually(aborted, timeout=10)
     found = records()
     assert {i: r["canary"]["runs"] for i, r in found.items()} == {
         "web-07": "stable",
@@ -234,21 +233,21 @@ def test_a_canary_that_goes_away_or_turns_invalid(fleet: Fleet) -> None:
     provider = fleet.providers["web-07"]
     fleet.settled(1, 1)
     fleet.put(KEY, '{"failureThreshold": "five", "canary": {}}')  # invalid: the last good stays
-    wait_until(lambda: "payments" in provider.invalid_documents, timeout=10)
+    eventually(lambda: "payments" in provider.invalid_documents, timeout=10)
     assert provider.policy("payments").failure_threshold == 1
     fleet.put(PREFIX + "_default.json", '{"openStateTimeout": "10s", "maxOpenStateTimeout": "20s"}')
     # The kept version no longer fits under the new default: nothing of it, canary included.
-    wait_until(lambda: provider.policy("payments").open_state_timeout == 10, timeout=10)
+    eventually(lambda: provider.policy("payments").open_state_timeout == 10, timeout=10)
     assert provider.policy("payments").failure_threshold == 5
     assert provider.status()["breakers"]["payments"].get("canary") is None
     fleet.put(KEY, json.dumps({"canary": {"policy": CANDIDATE, "percent": 20}}))  # one that fits
-    wait_until(lambda: provider.policy("payments").failure_threshold == 1, timeout=10)
+    eventually(lambda: provider.policy("payments").failure_threshold == 1, timeout=10)
     if fleet.memory is not None:
         fleet.memory.delete(KEY)
     else:
         assert fleet.server is not None
         fleet.server.delete(KEY)
-    wait_until(lambda: provider.policy("payments").failure_threshold == 5, timeout=10)
+    eventually(lambda: provider.policy("payments").failure_threshold == 5, timeout=10)
     assert provider.status()["breakers"]["payments"].get("canary") is None
 
 

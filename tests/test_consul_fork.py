@@ -8,7 +8,6 @@ import os
 import queue
 import select
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from breaker.coord import Snapshot
 from breaker.coord.consul import _coord
 from breaker.testing import ConsulServer, FaultProxy
 
-from .helpers import PREFIX, save_coverage
+from .helpers import PREFIX, eventually, save_coverage
 
 pytestmark = [
     pytest.mark.fault_injection,
@@ -76,13 +75,6 @@ def queries_on(server: ConsulServer, index: int) -> int:
     return sum(1 for r in server.requests_log if r.query.get("index") == str(index))
 
 
-def wait_until(predicate: object, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def server() -> Iterator[ConsulServer]:
     with ConsulServer(jitter=False) as server:
@@ -107,7 +99,7 @@ def test_a_forked_child_watches_on_its_own_and_leaves_the_parent_alone(
     with caplog.at_level(logging.WARNING, logger="breaker"):
         watch = coord.watch(PREFIX, on_change)
         assert parent_got.get(timeout=TIMEOUT) == {KEY: doc(1)}
-        wait_until(lambda: queries_on(server, server.index) == 1)  # in flight when we fork
+        eventually(lambda: queries_on(server, server.index) == 1)  # in flight when we fork
 
         pid = fork()
         if pid == 0:  # the child: report through the pipe, never return into pytest
@@ -135,7 +127,7 @@ def test_a_forked_child_watches_on_its_own_and_leaves_the_parent_alone(
             assert parent_got.get(timeout=TIMEOUT) == {KEY: doc(2)}
             # Both watchers block on the new index; the child's close() must not break the
             # parent's query, whose connection the child inherited.
-            wait_until(lambda: queries_on(server, server.index) == 2)
+            eventually(lambda: queries_on(server, server.index) == 2)
             to_child.send("close")
             assert to_parent.receive() == "closed"
         finally:
@@ -164,7 +156,7 @@ def test_parent_and_child_hold_one_connection_each(server: ConsulServer) -> None
 
         assert coord.load(PREFIX) == {KEY: doc(1)}  # what a provider does at start-up ...
         coord.watch(PREFIX, on_change)  # ... then its watch
-        wait_until(lambda: queries_on(server, server.index) == 1)
+        eventually(lambda: queries_on(server, server.index) == 1)
         assert proxy.open_connections == 1  # before: 2, the start-up read's kept idle
 
         pid = fork()
@@ -179,7 +171,7 @@ def test_parent_and_child_hold_one_connection_each(server: ConsulServer) -> None
                 os._exit(code)
         try:
             assert to_parent.receive() == "snapshot"  # the child's watch read from 0
-            wait_until(lambda: queries_on(server, server.index) == 2)
+            eventually(lambda: queries_on(server, server.index) == 2)
             assert (proxy.accepted, proxy.open_connections) == (2, 2)  # one per process
             to_child.send("close")
         finally:

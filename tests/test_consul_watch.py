@@ -38,7 +38,7 @@ from breaker.coord.consul._transport import Transport, keepalive_options
 from breaker.coord.consul._watch import HOLD, ConsulWatch, Timing
 from breaker.testing import ConsulServer, FakeClock, FaultProxy
 
-from .helpers import PREFIX, FakeSleep
+from .helpers import PREFIX, FakeSleep, eventually
 
 KEY = PREFIX + "payments.json"
 PRODUCTION = Timing()
@@ -780,13 +780,6 @@ class Collect:
         assert ok, f"no matching snapshot within {timeout} s: {self.snapshots[-3:]}"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.002)
-
-
 def blocking_reads(server: ConsulServer) -> int:
     return sum(1 for r in server.requests_log if "index" in r.query)
 
@@ -837,7 +830,7 @@ class TestGapsThroughAProxy:
         got = Collect()
         watch = coord.watch(PREFIX, got)
         got.wait_for(has(doc(1)), timeout=5)
-        wait_until(lambda: blocking_reads(server) >= 1)
+        eventually(lambda: blocking_reads(server) >= 1)
         server.fail_next(1, status=500, body="No cluster leader")
         server.put(KEY, doc(2))  # wakes the blocking query; the next one gets the 500
         assert rebuilt.wait(5)
@@ -857,7 +850,7 @@ class TestGapsThroughAProxy:
         got = Collect()
         coord.watch(PREFIX, got)
         got.wait_for(has(doc(7)), timeout=5)
-        wait_until(lambda: server.blocking_queries >= 1)
+        eventually(lambda: server.blocking_queries >= 1)
         server.restore(snapshot)
         got.wait_for(has(doc(2)), timeout=5)  # before: only when the 55 s wait ran out
         coord.close()
@@ -890,7 +883,7 @@ class TestGapsThroughAProxy:
         got = Collect()
         watch = coord.watch(PREFIX, got)
         got.wait_for(has(doc(1)), timeout=5)
-        wait_until(lambda: blocking_reads(server) >= 1)
+        eventually(lambda: blocking_reads(server) >= 1)
         proxy.sever()  # the blocking query's connection is gone; the client is not told
         server.put(KEY, doc(2))
         got.wait_for(has(doc(2)), timeout=10)  # before: only after 55 * 17/16 + 5 s
@@ -1002,7 +995,7 @@ class TestFaultProxy:
 
         thread = threading.Thread(target=blocking_get)
         thread.start()
-        wait_until(lambda: blocking_reads(server) == 1)
+        eventually(lambda: blocking_reads(server) == 1)
         proxy.reset()
         thread.join(5)
         assert len(errors) == 1 and "reset" in str(errors[0]).lower()
@@ -1010,7 +1003,7 @@ class TestFaultProxy:
     @pytest.mark.skipif(not FaultProxy.can_sever(), reason="needs Linux and CAP_NET_ADMIN")
     def test_sever_leaves_the_client_to_find_out_by_itself(self, proxy: FaultProxy) -> None:
         with socket.create_connection(("127.0.0.1", proxy.port)) as client:
-            wait_until(lambda: proxy.open_connections == 1)
+            eventually(lambda: proxy.open_connections == 1)
             proxy.sever()
             assert proxy.open_connections == 0
             client.settimeout(0.2)

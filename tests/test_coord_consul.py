@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
@@ -29,7 +29,15 @@ from breaker.coord.consul import _transport
 from breaker.coord.consul._adapter import ConsulKV
 from breaker.testing import ACLRule, ConsulServer, FakeClock, FaultProxy
 
-from .helpers import PREFIX, TLS, FakeSleep, Impostor, acl_server, tls_server_context
+from .helpers import (
+    PREFIX,
+    TLS,
+    FakeSleep,
+    Impostor,
+    acl_server,
+    eventually,
+    tls_server_context,
+)
 
 pytestmark = pytest.mark.fault_injection
 
@@ -57,14 +65,6 @@ def new(server: ConsulServer, *, strict: bool = False, **kwargs: object) -> brea
         default_policy=Policy(failure_threshold=3),
         strict=strict,
     )
-
-
-def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Wait for a background thread (the watcher) to make ``predicate`` true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.002)
 
 
 def watch_threads() -> list[threading.Thread]:
@@ -312,7 +312,7 @@ class TestShutdown:
     def test_close_while_backing_off(self, consul_server: ConsulServer) -> None:
         consul_server.stop()
         p = new(consul_server, backoff_first=20, backoff_cap=30)
-        time.sleep(0.1)
+        eventually(lambda: p.health().last_error is not None)  # the watcher backs off
         started = time.monotonic()
         p.close()
         assert time.monotonic() - started < 1

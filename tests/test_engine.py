@@ -28,7 +28,7 @@ from breaker import (
 )
 from breaker.testing import FakeClock, adopt, force_state
 
-from .helpers import Abort, Boom, NotFound, fail, ok
+from .helpers import Abort, Boom, NotFound, eventually, fail, ok
 
 Notify = Callable[[Breaker, State, State], None]
 
@@ -925,9 +925,7 @@ class TestHalfOpenUnderConcurrency:
         threads = [threading.Thread(target=worker) for _ in range(n)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 10
-        while len(admitted) + len(rejected) < n and time.monotonic() < deadline:
-            time.sleep(0.001)
+        eventually(lambda: len(admitted) + len(rejected) == n)
         release.set()
         for t in threads:
             t.join()

@@ -31,8 +31,7 @@ from breaker._fleet import (
 from breaker._policy import format_timestamp
 from breaker.testing import ConsulServer, FakeClock, FaultProxy, force_state
 
-from .helpers import PREFIX, Boom, FakeSleep
-from .testing_server.helpers import wait_until
+from .helpers import PREFIX, Boom, FakeSleep, eventually
 
 FLEET = "config/dev/fleet/"
 RECORDS = FLEET + "checkout/"
@@ -136,7 +135,7 @@ def settle(*providers: breaker.Provider, clock: FakeClock | None = None) -> None
         clock.advance(1.0)
     for provider in providers:
         pub = publisher(provider)
-        wait_until(lambda pub=pub: not pub._dirty and pub.writes > 0, timeout=TIMEOUT)
+        eventually(lambda pub=pub: not pub._dirty and pub.writes > 0, timeout=TIMEOUT)
 
 
 # -- the scenarios of issue 19 -------------------------------------------------------------
@@ -156,7 +155,7 @@ def test_three_publish_and_a_trip_shows_on_exactly_that_instance(fleet: Fleet) -
     assert b.get_breaker("payments").state is State.OPEN
     clock.advance(1.0)  # within 2 s of the trip, on the publishers' clock
 
-    wait_until(lambda: fleet.view("payments")["breakers"]["payments"]["open"] == ["b"])
+    eventually(lambda: fleet.view("payments")["breakers"]["payments"]["open"] == ["b"])
     view = fleet.view("payments")
     assert view == {
         "instances": ["a", "b", "c"],
@@ -174,7 +173,7 @@ def test_three_publish_and_a_trip_shows_on_exactly_that_instance(fleet: Fleet) -
 
 def test_one_closes_and_vanishes_from_the_view(fleet: Fleet) -> None:
     a, b = fleet.provider("a"), fleet.provider("b")
-    wait_until(lambda: fleet.view()["instances"] == ["a", "b"])
+    eventually(lambda: fleet.view()["instances"] == ["a", "b"])
 
     a.close()
 
@@ -185,12 +184,12 @@ def test_one_closes_and_vanishes_from_the_view(fleet: Fleet) -> None:
 def test_one_stops_renewing_and_vanishes_once_its_session_expires(fleet: Fleet) -> None:
     clock = fleet.clock  # sessions and publishers on one clock the test moves
     a, b, c = (fleet.provider(i, clock=clock, ttl=10) for i in "abc")
-    wait_until(lambda: fleet.view()["instances"] == ["a", "b", "c"])
+    eventually(lambda: fleet.view()["instances"] == ["a", "b", "c"])
 
     publisher(c)._abandon()  # a crash: no more renewals, nothing withdrawn
     for _ in range(4):
         clock.advance(5)  # ttl / 2: a and b renew each time, c does not
-        wait_until(lambda: all(publisher(p).renewed_at == clock() for p in (a, b)), timeout=TIMEOUT)
+        eventually(lambda: all(publisher(p).renewed_at == clock() for p in (a, b)), timeout=TIMEOUT)
         if fleet.server is not None:
             fleet.server.expire_sessions()
 
@@ -208,11 +207,11 @@ def test_a_consul_outage_delays_the_view_never_a_call(caplog: pytest.LogCaptureF
         coord = breaker.ConsulCoord(proxy.addr, wait=5, timeout=0.5, backoff_cap=1)
         with breaker.new(config, coord=coord, default_policy=Policy(failure_threshold=2)) as p:
             brk = p.get_breaker("payments")
-            wait_until(lambda: _record_state(server, "payments") == "closed")
+            eventually(lambda: _record_state(server, "payments") == "closed")
             pub = publisher(p)
             proxy.blackhole()
             force_state(brk, State.OPEN)  # the publisher now waits on a dead link
-            wait_until(lambda: "cannot publish" in caplog.text, timeout=TIMEOUT)
+            eventually(lambda: "cannot publish" in caplog.text, timeout=TIMEOUT)
 
             # Calls go on meanwhile, untouched: rejected at once, as an open breaker does.
             for _ in range(1000):
@@ -224,7 +223,7 @@ def test_a_consul_outage_delays_the_view_never_a_call(caplog: pytest.LogCaptureF
 
             force_state(brk, State.OPEN)
             proxy.blackhole(False)
-            wait_until(lambda: _record_state(server, "payments") == "open", timeout=TIMEOUT)
+            eventually(lambda: _record_state(server, "payments") == "open", timeout=TIMEOUT)
             assert pub.session is not None
     warnings = [r for r in caplog.records if "cannot publish" in r.getMessage()]
     assert len(warnings) == 1  # one warning for the outage, however many retries
@@ -241,7 +240,7 @@ def test_a_forked_child_publishes_as_its_own_instance(instance: str | None) -> N
         config = Config("checkout", PREFIX, fleet_path=FLEET, instance_id=instance)
         with breaker.new(config, coord=breaker.ConsulCoord(server.addr, timeout=2)) as p:
             mine = publisher(p).instance_id
-            wait_until(lambda: server.get(f"{RECORDS}{mine}.json") is not None)
+            eventually(lambda: server.get(f"{RECORDS}{mine}.json") is not None)
             to_parent, to_child = Pipe(), Pipe()
 
             pid = fork()
@@ -264,8 +263,8 @@ def test_a_forked_child_publishes_as_its_own_instance(instance: str | None) -> N
             try:
                 child = to_parent.receive()
                 assert child == f"{instance or socket.gethostname()}-{pid}"
-                wait_until(lambda: p.fleet()["instances"] == sorted([mine, child]))
-                wait_until(lambda: "child-only" in p.fleet()["breakers"], timeout=TIMEOUT)
+                eventually(lambda: p.fleet()["instances"] == sorted([mine, child]))
+                eventually(lambda: "child-only" in p.fleet()["breakers"], timeout=TIMEOUT)
                 assert p.fleet("child-only")["breakers"]["child-only"]["closed"] == [child]
                 to_child.send("close")
                 assert to_parent.receive() == "closed"
@@ -286,7 +285,7 @@ def test_the_record_holds_what_the_readme_documents(fleet: Fleet) -> None:
     with pytest.raises(Boom):
         brk.do(_fail)
     force_state(brk, State.OPEN)
-    wait_until(lambda: _state_in(fleet, "web-1", "payments") == "open")
+    eventually(lambda: _state_in(fleet, "web-1", "payments") == "open")
 
     record = fleet.records()[RECORDS + "web-1.json"]
 
@@ -328,7 +327,7 @@ def test_writes_coalesce_to_one_a_second(fleet: Fleet) -> None:
     clock.advance(1.0)
 
     # The counter moves just after Consul has the record: wait for both.
-    wait_until(lambda: _state_in(fleet, "a", "payments") == "open" and pub.writes > before)
+    eventually(lambda: _state_in(fleet, "a", "payments") == "open" and pub.writes > before)
     # 51 transitions: a write when the first came (a second had passed since the last
     # one), maybe, and one a second later; never one per transition.
     assert pub.writes <= before + 2
@@ -344,12 +343,12 @@ def test_renewals_rewrite_only_a_changed_record(fleet: Fleet) -> None:
 
     for _ in range(3):  # renewals of an idle instance: nothing to write
         clock.advance(5)
-        wait_until(lambda: pub.renewed_at == clock())
+        eventually(lambda: pub.renewed_at == clock())
         assert pub.writes == writes  # the renewal before this one wrote nothing
 
     provider.get_breaker("idle").do(lambda: None)  # counts moved: the next renewal writes
     clock.advance(5)
-    wait_until(lambda: pub.writes == writes + 1)
+    eventually(lambda: pub.writes == writes + 1)
 
 
 def test_a_mode_from_a_policy_reaches_the_record(fleet: Fleet) -> None:
@@ -360,7 +359,7 @@ def test_a_mode_from_a_policy_reaches_the_record(fleet: Fleet) -> None:
 
     coord.put(PREFIX + "payments.json", json.dumps({"mode": "forced-open"}))
 
-    wait_until(lambda: _mode_in(fleet, "a", "payments") == "forced-open")
+    eventually(lambda: _mode_in(fleet, "a", "payments") == "forced-open")
     assert fleet.view()["breakers"]["payments"]["open"] == ["a"]
 
 
@@ -378,7 +377,7 @@ def test_an_expired_mode_shows_at_the_next_renewal(fleet: Fleet) -> None:
 
     clock.advance(31)  # the mode expires; no one calls the breaker to notice
 
-    wait_until(lambda: _mode_in(fleet, "a", "payments") == "auto")
+    eventually(lambda: _mode_in(fleet, "a", "payments") == "auto")
 
 
 def test_a_lost_session_is_replaced_and_the_record_published_again(fleet: Fleet) -> None:
@@ -394,7 +393,7 @@ def test_a_lost_session_is_replaced_and_the_record_published_again(fleet: Fleet)
     assert fleet.view()["instances"] == []
     clock.advance(5)  # the next renewal finds the session gone
 
-    wait_until(lambda: fleet.view()["instances"] == ["a"])
+    eventually(lambda: fleet.view()["instances"] == ["a"])
     assert pub.session not in (None, lost)
 
 
@@ -409,7 +408,7 @@ def test_a_rebuilt_consul_gets_the_record_back() -> None:
             server.restart()  # every session is gone
             force_state(p.get_breaker("payments"), State.OPEN)  # the next write says so
 
-            wait_until(lambda: _record_state(server, "payments") == "open", timeout=TIMEOUT)
+            eventually(lambda: _record_state(server, "payments") == "open", timeout=TIMEOUT)
             assert len(server.sessions()) == 1
 
 
@@ -421,7 +420,7 @@ def test_two_processes_with_one_instance_id_are_told(
 
     with caplog.at_level(logging.WARNING, logger="breaker.fleet"):
         fleet.provider("same")
-        wait_until(lambda: "held by another session" in caplog.text)
+        eventually(lambda: "held by another session" in caplog.text)
 
     assert "Config.instance_id" in caplog.text
     assert fleet.view()["instances"] == ["same"]
@@ -709,7 +708,7 @@ def test_a_session_gone_at_write_time_is_replaced_at_once(fleet: Fleet) -> None:
     provider.get_breaker("payments")  # a write is due before the next renewal
     clock.advance(1.0)
 
-    wait_until(lambda: "payments" in fleet.view()["breakers"])
+    eventually(lambda: "payments" in fleet.view()["breakers"])
     assert pub.session not in (None, lost)
 
 

@@ -13,8 +13,7 @@ from breaker._cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from breaker._layers import in_canary
 from breaker.testing import ConsulServer
 
-from ..helpers import Boom, fail
-from ..testing_server.helpers import wait_until
+from ..helpers import Boom, eventually, fail
 from .support import (
     HISTORY,
     PATH,
@@ -69,7 +68,7 @@ def status(cli: Run, until: Any) -> dict[str, Any]:
         seen.append(result.json())
         return bool(until(seen[-1]))
 
-    wait_until(done, timeout=10)
+    eventually(done, timeout=10)
     return seen[-1]
 
 
@@ -230,7 +229,7 @@ class TestEndToEnd:
         assert env.keys(PREFIX) == [PREFIX + "payments.json"]
         assert stored(env, "payments") == {"failureThreshold": 1, "openStateTimeout": "30s"}
         assert [e["action"] for e in history(env)[entries:]] == ["canary-promote"]
-        wait_until(
+        eventually(
             lambda: all(p.policy("payments").failure_threshold == 1 for p in fleet.values()),
             timeout=10,
         )
@@ -248,7 +247,7 @@ class TestEndToEnd:
         assert env.keys(PREFIX) == [PREFIX + "payments.json"]
         assert stored(env, "payments") == {"failureThreshold": 5, "openStateTimeout": "30s"}
         assert [e["action"] for e in history(env)] == ["canary-start", "canary-abort"]
-        wait_until(
+        eventually(
             lambda: all(p.policy("payments").failure_threshold == 5 for p in fleet.values()),
             timeout=10,
         )

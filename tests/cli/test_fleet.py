@@ -12,7 +12,7 @@ import breaker
 from breaker._cli import EXIT_INVALID, EXIT_OK, EXIT_USAGE
 from breaker.testing import ConsulServer, force_state
 
-from ..testing_server.helpers import wait_until
+from ..helpers import eventually
 from .support import PATH, Result, Run
 
 FLEET = "/config/dev/fleet/"
@@ -41,7 +41,7 @@ def settled(cli: Run, *argv: str, until: str) -> Result:
         results.append(cli("fleet", "--fleet-path", FLEET, *argv))
         return until in results[-1].out
 
-    wait_until(done, timeout=5)
+    eventually(done, timeout=5)
     return results[-1]
 
 

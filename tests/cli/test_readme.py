@@ -11,7 +11,7 @@ import pytest
 import breaker
 from breaker.testing import ConsulServer, force_state
 
-from ..testing_server.helpers import wait_until
+from ..helpers import eventually
 from .support import PATH, PREFIX, ROOT, Result, Run
 from .test_app import ReadmeShell
 
@@ -46,7 +46,7 @@ class FleetShell(ReadmeShell):
             return results[-1].out.splitlines() == shown
 
         try:
-            wait_until(settled, timeout=5)
+            eventually(settled, timeout=5)
         except AssertionError:
             raise AssertionError((command, results[-1])) from None
         self.ran.add("breaker")
@@ -80,4 +80,4 @@ def test_the_readme_fleet_and_canary_examples_run_as_shown(
         shell.block(block)
     assert shell.ran >= {"export", "echo", "breaker"}
     # What the README says happened, happened: the candidate is everyone's policy now.
-    wait_until(lambda: all(p.policy("payments").failure_threshold == 2 for p in instances.values()))
+    eventually(lambda: all(p.policy("payments").failure_threshold == 2 for p in instances.values()))

@@ -144,7 +144,7 @@ def test_a_provider_of_the_wrong_type_is_refused() -> None:
 
 
 def test_the_status_view_can_include_the_fleet(provider: breaker.Provider) -> None:
-    from ..testing_server.helpers import wait_until
+    from ..helpers import eventually
 
     coord = breaker.MemoryCoord()
     config = breaker.Config(
@@ -156,7 +156,7 @@ def test_the_status_view_can_include_the_fleet(provider: breaker.Provider) -> No
         app = flask.Flask(__name__)
         install(app, status_path="/breakers", provider=fleet_provider, fleet=True)
         client = app.test_client()
-        wait_until(lambda: "payments" in client.get("/breakers").get_json()["fleet"]["breakers"])
+        eventually(lambda: "payments" in client.get("/breakers").get_json()["fleet"]["breakers"])
         assert client.get("/breakers").get_json()["fleet"] == fleet_provider.fleet()
     with pytest.raises(ValueError, match=r"fleet=True needs a provider with Config\.fleet_path"):
         status_view(provider, fleet=True)

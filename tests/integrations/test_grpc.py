@@ -37,7 +37,7 @@ from breaker.integrations.grpc import (  # noqa: E402
     secure_channel,
 )
 
-from ..helpers import PREFIX  # noqa: E402
+from ..helpers import PREFIX, eventually  # noqa: E402
 
 T = TypeVar("T")
 SERVICE = "test.Echo"
@@ -182,15 +182,6 @@ def finished(future: Any) -> None:
     done = threading.Event()
     future.add_done_callback(lambda _: done.set())
     assert done.wait(5)
-
-
-def eventually(check: Callable[[], bool]) -> None:
-    """Wait for ``check()``: a call cancelled locally reports done at once, but grpc runs the
-    callbacks registered before the cancel only when the cancellation completes."""
-    deadline = time.monotonic() + 5
-    while not check():
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
 
 
 def test_a_unary_call_counts_for_its_methods_breaker(

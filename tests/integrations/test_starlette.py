@@ -162,7 +162,7 @@ def test_a_provider_of_the_wrong_type_is_refused() -> None:
 
 
 def test_the_status_endpoint_can_include_the_fleet() -> None:
-    from ..testing_server.helpers import wait_until
+    from ..helpers import eventually
 
     coord = breaker.MemoryCoord()
     config = breaker.Config(
@@ -174,7 +174,7 @@ def test_the_status_endpoint_can_include_the_fleet() -> None:
         app = Starlette()
         install(app, status_path="/breakers", provider=provider, fleet=True)
         with TestClient(app) as client:
-            wait_until(lambda: "payments" in client.get("/breakers").json()["fleet"]["breakers"])
+            eventually(lambda: "payments" in client.get("/breakers").json()["fleet"]["breakers"])
             body = client.get("/breakers").json()
             assert body["fleet"] == provider.fleet()
             assert body["fleet"]["breakers"]["payments"]["closed"] == ["web-1"]

@@ -88,12 +88,3 @@ def send_bytes(base_url: str, request: bytes) -> Answer:
         response = HTTPResponse(sock, method=request.split(b" ", 1)[0].decode())
         response.begin()
         return Answer(response.status, response.headers, response.read())
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll until ``condition`` holds; fail if it has not within ``timeout`` (a hang guard)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still false after {timeout} s: {condition}")
-        time.sleep(0.002)

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from breaker.testing._server import ConsulServer
+from tests.helpers import eventually
 from tests.testing_server.helpers import SLACK, FixedRandom, fetch, in_background, index_of
 
 
@@ -69,7 +70,7 @@ def test_many_blocked_queries_wake_together(
 ) -> None:
     seen = index_of(fetch(kv + "m/?recurse"))
     futures = [pool.submit(fetch, kv + f"m/?recurse&index={seen}&wait=5s") for _ in range(20)]
-    time.sleep(0.1)
+    eventually(lambda: consul_server.blocking_queries == 20)
     written = consul_server.put("m/k", "v")
 
     indexes = [index_of(f.result(timeout=2)) for f in futures]

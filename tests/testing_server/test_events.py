@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from breaker.testing._server import ConsulServer, KVSnapshot
-from tests.testing_server.helpers import fetch, index_of, send, wait_until
+from tests.helpers import eventually
+from tests.testing_server.helpers import fetch, index_of, send
 
 pytestmark = pytest.mark.fault_injection
 
@@ -68,7 +69,7 @@ def test_a_restore_keeps_connections_and_wakes_blocked_queries(
     with requests.Session() as session:
         session.trust_env = False
         blocked = pool.submit(session.get, f"{url}&index={seen}&wait=30s")
-        wait_until(lambda: consul_server.blocking_queries == 1)
+        eventually(lambda: consul_server.blocking_queries == 1)
 
         consul_server.restore(history)
         woken = blocked.result(timeout=5)
@@ -118,7 +119,7 @@ def test_a_cluster_restored_from_a_snapshot(
     url = consul_server.url + "/v1/kv/p/?recurse"
     seen = index_of(fetch(url))
     blocked = pool.submit(fetch, f"{url}&index={seen}&wait=30s")
-    wait_until(lambda: consul_server.blocking_queries == 1)
+    eventually(lambda: consul_server.blocking_queries == 1)
     port = consul_server.port
 
     consul_server.restart(mode="restore", snapshot=history)
@@ -199,7 +200,7 @@ def test_end_election_releases_held_rpcs(
     consul_server.put("k", "v")
     consul_server.begin_election()  # the default hold, 7 s, is longer than the wait below
     held = pool.submit(fetch, consul_server.url + "/v1/kv/k?raw")
-    wait_until(lambda: len(consul_server.requests_log) == 1)
+    eventually(lambda: len(consul_server.requests_log) == 1)
 
     consul_server.end_election()
 
@@ -258,7 +259,7 @@ def test_stop_drops_rpcs_held_for_a_leader(
 ) -> None:
     consul_server.begin_election()
     held = pool.submit(fetch, consul_server.url + "/v1/kv/k")
-    wait_until(lambda: len(consul_server.requests_log) == 1)
+    eventually(lambda: len(consul_server.requests_log) == 1)
 
     consul_server.stop()
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from breaker.testing._server import ConsulServer
+from tests.helpers import eventually
 from tests.testing_server.helpers import fetch, index_of, send, server_threads
 
 
@@ -135,7 +136,7 @@ def test_hang_next_holds_only_that_many(
     consul_server.put("k", "v")
     consul_server.hang_next(1)
     held = pool.submit(fetch, kv + "k", timeout=5)
-    time.sleep(0.1)
+    eventually(lambda: consul_server.held_requests == 1)
 
     assert http.get(kv + "k", timeout=2).status_code == 200
     assert not held.done()
@@ -153,7 +154,7 @@ def test_restart_resets_the_index_on_the_same_port(
     port = consul_server.port
     seen = index_of(fetch(kv + "r/?recurse"))
     blocked = pool.submit(fetch, kv + f"r/?recurse&index={seen}&wait=10s")
-    time.sleep(0.1)
+    eventually(lambda: consul_server.blocking_queries == 1)
 
     started = time.monotonic()
     consul_server.restart(reset_index=True)
@@ -186,7 +187,7 @@ def test_stop_releases_blocked_requests_and_leaves_no_thread(
     blocked = [pool.submit(fetch, kv + "s/?recurse&index=1&wait=10s") for _ in range(5)]
     consul_server.hang()
     hanging = pool.submit(fetch, kv + "h")
-    time.sleep(0.1)
+    eventually(lambda: consul_server.blocking_queries == 5 and consul_server.held_requests == 1)
     assert len(server_threads()) >= 7
 
     started = time.monotonic()

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from breaker.testing._server import ConsulServer
-from tests.testing_server.helpers import send, send_bytes, server_threads, wait_until
+from tests.helpers import eventually
+from tests.testing_server.helpers import send, send_bytes, server_threads
 
 if TYPE_CHECKING:
     # Imported for real by the root conftest's pytest_plugins; importing it here first would
@@ -79,9 +80,9 @@ def test_a_client_that_resets_mid_request_does_not_take_the_server_down(
 
     with socket.create_connection(("127.0.0.1", consul_server.port), timeout=5) as client:
         client.sendall(put_request("k", "Content-Length: 10\r\n", b"abc"))
-        wait_until(lambda: len(connection_threads()) == 1)
+        eventually(lambda: len(connection_threads()) == 1)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    wait_until(lambda: connection_threads() == [])
+    eventually(lambda: connection_threads() == [])
 
     assert send(consul_server.url, "PUT", "/v1/kv/k", body=b"whole").body == b"true"
     assert consul_server.get("k") == b"whole"

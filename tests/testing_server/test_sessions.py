@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from breaker.testing import ACLRule, ConsulServer, FakeClock
-from tests.testing_server.helpers import in_background, index_of, send, wait_until
+from tests.helpers import eventually
+from tests.testing_server.helpers import in_background, index_of, send
 
 
 @pytest.fixture
@@ -219,7 +220,7 @@ def test_the_server_expires_sessions_without_a_request(
 
     clock.advance(20)
 
-    wait_until(lambda: not server.sessions())
+    eventually(lambda: not server.sessions())
     assert server.get("fleet/me") is None
 
 
@@ -242,7 +243,7 @@ def test_the_real_clock_reaper_sleeps_until_the_next_expiry() -> None:
         http.trust_env = False
         create(http, server, {"TTL": "50ms"})
 
-        wait_until(lambda: not server.sessions(), timeout=5)
+        eventually(lambda: not server.sessions(), timeout=5)
 
 
 def test_a_new_leader_starts_every_ttl_over(

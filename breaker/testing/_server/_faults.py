@@ -50,6 +50,7 @@ class Faults:
         self._hang = False
         self._hang_next = 0
         self._hang_gen = 0
+        self.held = 0  # requests a hang holds now
         self._election_started: float | None = None
         self._election_ends: float | None = None
         self._hold = RPC_HOLD_TIMEOUT
@@ -95,8 +96,12 @@ class Faults:
             if not self._hang:
                 self._hang_next -= 1
             generation = self._hang_gen
-            while self._hang_gen == generation and not cancelled():
-                self._cond.wait()
+            self.held += 1
+            try:
+                while self._hang_gen == generation and not cancelled():
+                    self._cond.wait()
+            finally:
+                self.held -= 1
         raise Dropped
 
     def release(self) -> None:

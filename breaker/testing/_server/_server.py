@@ -274,6 +274,11 @@ class ConsulServer:
         """
         return self._store.blocked
 
+    @property
+    def held_requests(self) -> int:
+        """Return how many requests a hang (`hang`, `hang_next`) holds now, for tests to wait on."""
+        return self._faults.held
+
     def put(self, key: str, value: bytes | str, flags: int = 0) -> int:
         """Write ``key`` and return its ModifyIndex (unchanged if the write changed nothing).
 
