@@ -177,6 +177,8 @@ def circuit(
         fixed = provider.get_breaker(name) if provider is not None else None
         lookup = None if provider is not None else _FromDefault(name)
         label = getattr(inner, "__qualname__", repr(inner))
+        if fallback is not None:
+            _check_fallback(fallback, inner, label)
         is_async = inspect.iscoroutinefunction(inner)
 
         def build(shape: str, target: Callable[..., Any]) -> Callable[..., Any]:
@@ -219,6 +221,36 @@ def _wrapper_class() -> type[Any]:
                     hook(self.__wrapped__, owner, name)
 
     return CircuitWrapper
+
+
+def _check_fallback(fallback: Callable[..., Any], fn: Callable[..., Any], label: str) -> None:
+    """Refuse a fallback that cannot take ``(exc, *args, **kwargs)`` as ``fn`` is called.
+
+    Type checkers meet the fallback before the function and cannot relate the two, so
+    the decorator checks once, where a mistake would otherwise surface in an outage.
+    """
+    try:
+        given, taken = inspect.signature(fallback), inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or a callable without a signature
+        return
+    kinds = inspect.Parameter
+    params = list(taken.parameters.values())
+    positional = [
+        p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
+    keywords = [p for p in params if p.kind is kinds.KEYWORD_ONLY]
+    required = [p for p in positional if p.default is kinds.empty]
+    for args, names in (
+        (required, [p.name for p in keywords if p.default is kinds.empty]),
+        (positional, [p.name for p in keywords]),
+    ):
+        try:
+            given.bind(None, *[None] * len(args), **dict.fromkeys(names))
+        except TypeError as exc:
+            raise TypeError(
+                f"circuit: fallback {getattr(fallback, '__qualname__', fallback)!r} must take "
+                f"the error and then what {label} takes, {taken}: {exc}"
+            ) from None
 
 
 def _awaitable_warning(name: str, label: str) -> Callable[[object], None]:

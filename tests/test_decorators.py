@@ -277,6 +277,30 @@ class TestExclude:
 
 
 class TestFallback:
+    def test_a_fallback_that_cannot_take_the_calls_arguments_is_refused(
+        self, provider: breaker.Provider
+    ) -> None:
+        def get(order_id: str, *, timeout: float = 1.0) -> str:
+            return order_id
+
+        for wrong in (
+            lambda exc: None,  # forgets order_id
+            lambda exc, order_id: None,  # forgets timeout, which callers may pass
+            lambda order_id: None,  # forgets the error
+        ):
+            with pytest.raises(TypeError, match="must take the error and then what"):
+                provider.circuit("payments", fallback=wrong)(get)
+        for right in (
+            lambda exc, order_id, timeout=0: None,
+            lambda exc, *args, **kwargs: None,
+        ):
+            provider.circuit("payments", fallback=right)(get)
+
+        class Client:
+            @provider.circuit("payments", fallback=lambda exc, self, order_id: None)
+            def get(self, order_id: str) -> str:
+                return order_id
+
     def test_fallback_on_failure_and_on_rejection(self, provider: breaker.Provider) -> None:
         seen: list[tuple[type[BaseException], tuple[Any, ...], dict[str, Any]]] = []
 
