@@ -517,6 +517,18 @@ class TestHungCalls:
         calls = brk.stats().calls
         assert calls["success"] == 1 and calls["slow"] == 1
 
+    def test_a_call_admitted_untimed_is_not_judged_by_a_timing_set_while_it_ran(
+        self, clock: FakeClock
+    ) -> None:
+        # Admitted on a lane that limits but does not time: its start was never read.
+        brk = make(clock, max_concurrent_calls=5)
+        call = breaker.Guard(brk).__enter__()
+        clock.advance(0.5)
+        adopt(brk, Policy(max_concurrent_calls=5, slow_call_duration=1))
+        call.__exit__(None, None, None)
+        calls = brk.stats().calls
+        assert calls["slow"] == 0 and calls["success"] == 1
+
     def test_calls_on_the_slow_way_are_watched_too(self, clock: FakeClock) -> None:
         brk = make(clock, slow_call_duration=2, failure_threshold=2)
         with pytest.raises(Boom):

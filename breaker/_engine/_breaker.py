@@ -22,7 +22,7 @@ import attrs
 
 from breaker._engine import _paths
 from breaker._engine._events import Host, Notify, log_transition
-from breaker._engine._limits import NO_LIMIT, Waiter
+from breaker._engine._limits import Waiter
 from breaker._engine._machine import (
     CLOSED,
     HALF_OPEN,
@@ -65,6 +65,7 @@ _CANCELLED: Final = Outcome.CANCELLED
 _TIMEOUT: Final = Outcome.TIMEOUT
 _INF: Final = math.inf
 _SLICES = 8  # a timed lane admits calls for a slowCallDuration divided by this
+_NO_TICKS: Final[frozenset[float]] = frozenset()  # shared: an empty frozenset is 216 B each
 _NEVER: Final = -math.inf
 
 
@@ -173,7 +174,7 @@ class Breaker:
         # Hung calls, while slowCallDuration is set: the timed lanes that have calls in
         # flight and admit no more (oldest first), the slow way's timed calls in flight
         # (oldest first), and the next moment one of them may have hung.
-        self._ticks: frozenset[float] = frozenset()  # how often the ticker looks at it
+        self._ticks: frozenset[float] = _NO_TICKS  # how often the ticker looks at it
         self._cells: deque[Lane] | None = None
         self._hanging: dict[Call, None] | None = None
         self._hung_at = _INF
@@ -549,15 +550,17 @@ class Breaker:
         """
         cls = ticket.__class__
         if (
-            cls is Lane or (cls is Call and (self._hanging is not None or ticket.track == HUNG))  # type: ignore[union-attr]
+            (cls is Lane and ticket.clocked)
+            or (cls is Call and (self._hanging is not None or ticket.track == HUNG))  # type: ignore[union-attr]
         ) and self._leave(ticket):  # counted as slow while it hung: nothing more to count
             return isinstance(exc, Exception) and not (exclude is not None and exclude.matches(exc))
         era: Era
         started: float | None
         if cls is Era:
             era, started, track = ticket, None, TRACKED  # type: ignore[assignment]
-        elif cls is Lane:
-            era, started, track = ticket.era, t0, TRACKED  # type: ignore[union-attr]
+        elif cls is Lane:  # an unclocked lane's t0 is 0.0: its calls were not timed
+            era, track = ticket.era, TRACKED  # type: ignore[union-attr]
+            started = t0 if ticket.clocked else None
         else:
             era, started, track = ticket.era, ticket.started, ticket.track  # type: ignore[union-attr]
         error = False
@@ -726,12 +729,11 @@ class Breaker:
                 slow_ = _INF if slow is None else slow
                 if timeout is not None and timeout < 0:  # shadow: a success past it is judged
                     slow_ = min(slow_, -timeout)
-                limit_ = limit or NO_LIMIT
                 timed = self._timed
-                if timed is None or not timed.fits(era, slow_, limit_, timeout):
+                if timed is None or not timed.fits(era, slow_, limit, timeout):
                     clocked = slow_ != _INF
                     end = self._clock() + slow / _SLICES if slow is not None else _INF
-                    timed = Lane(era, slow_, limit_, timeout, clocked, end)
+                    timed = Lane(era, slow_, limit, timeout, clocked, end)
                 timed.until = min(timed.end, self._hung_at)
         old = self._timed
         if old is not None and old is not timed and old.clocked:
@@ -822,7 +824,7 @@ class Breaker:
         slow = self._policy.slow_call_duration
         if slow is not None:
             widths.append(slow / _SLICES)
-        return frozenset(widths)
+        return frozenset(widths) if widths else _NO_TICKS
 
     def _mode_ended(self, end: ModeEnd) -> bool:
         gone = self._gone

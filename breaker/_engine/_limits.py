@@ -13,7 +13,6 @@ cancelled, and the cancellation that deadline caused (and only that one) becomes
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     import asyncio
 
 R = TypeVar("R")
-NO_LIMIT = sys.maxsize  # a lane's limit when the policy sets none
 
 
 class Waiter:

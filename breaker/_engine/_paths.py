@@ -6,8 +6,9 @@ outcome. Admission and settling are the two snippets below. A closed breaker wit
 to record but successes offers a *plain lane* (``Breaker._fast``, the current era): its
 calls are admitted by reading one attribute and a success costs one increment (a
 failure-rate window learns where those successes belong from the ticker). A closed
-breaker that times calls offers a *timed lane* (``_timed``): two clock readings more,
-still no lock. Everything else goes through ``Breaker._admit`` and ``Breaker._settle``.
+breaker that limits or times calls offers a *timed lane* (``_timed``): the limit's check
+and, when it times them (``clocked``), two clock readings more, still no lock.
+Everything else goes through ``Breaker._admit`` and ``Breaker._settle``.
 
 A function call costs as much as the whole plain lane, so the snippets are not called
 but compiled into each way in, from this one source. The generated code reads the
@@ -18,9 +19,7 @@ Why a success's increment is safe without a lock: ``ticket is brk._fast`` and th
 threads (it does so only at calls and backward jumps), so a success counts exactly
 once, and only while its lane is still current. A lane that changed (a trip, a new
 policy) sends the success the slow way, which sees the change. (On the timed lane the
-clock is read between the check and the increment: a success that raced a trip is
-counted in the statistics, as it should be, and in nothing else: lanes exist only
-while no failure run is counting, and the window is cleared when the breaker closes.)
+clock is read before that check, for the same reason.)
 """
 
 from __future__ import annotations
@@ -46,9 +45,10 @@ DONE: Any = object()
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Admission: produces ``ticket`` and ``t0`` (and, in async code, ``tmo``: the timeout).
-# On a timed lane the clock is read first, so that the limit's check and the counting
+# On a clocked lane the clock is read first, so that the limit's check and the counting
 # that follows it run with no call between them (no other thread can come in between).
-# A lane without a limit has the largest int as one; without slow timing, an endless slice.
+# A lane's limit is 0 when the policy sets none; only a clocked lane counts its calls in
+# flight (``n``), to spot the hung ones.
 _ADMIT = """
 ticket = brk._fast
 if ticket is not None:
@@ -57,14 +57,14 @@ if ticket is not None:
     {plain_timeout}
 else:
     ticket = brk._timed
-    t0 = brk._clock() if ticket is not None and ticket.clocked else 0.0
-    if (
-        ticket is not None
-        and t0 < ticket.until
-        and brk._admitted - brk._ok - brk._ended < ticket.limit
+    t0 = 0.0
+    if ticket is not None and (
+        (not ticket.clocked or (t0 := brk._clock()) < ticket.until)
+        and (not ticket.limit or brk._admitted - brk._ok - brk._ended < ticket.limit)
     ):
         brk._admitted += 1
-        ticket.n += 1
+        if ticket.clocked:
+            ticket.n += 1
         {lane_timeout}
     else:
         {slow}
@@ -91,7 +91,8 @@ elif (
     and not brk._waiters
 ):
     brk._ok += 1
-    ticket.n -= 1
+    if ticket.clocked:
+        ticket.n -= 1
 else:
     brk._settle(ticket, None, {failed}, {excl}, {t0}{tmo})
 """

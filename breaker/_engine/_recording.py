@@ -163,12 +163,13 @@ class Window:
 class Lane:
     """A closed era as the fast path sees it when calls need more than counting.
 
-    A call is admitted at once while fewer than ``limit`` are in flight; ``clocked`` says
-    its start is read; a success counts at once if it took at most ``slow`` seconds.
+    A call is admitted at once while fewer than ``limit`` are in flight (0: no limit);
+    ``clocked`` says its start is read; a success counts at once if it took at most
+    ``slow`` seconds.
     ``timeout`` is an async call's timeout: positive, enforced; negative, measured only
     (mode shadow); None, none.
 
-    A timed lane is also a slice of time for spotting hung calls: it admits calls that
+    A clocked lane is also a slice of time for spotting hung calls: it admits calls that
     start before ``end`` and counts those in flight (``n``). Once ``end + slow`` has
     passed, every call it still counts has run longer than ``slow``: the breaker counts
     them slow (``hung``) while they hang. ``until`` is the earlier of ``end`` and the
