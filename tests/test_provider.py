@@ -77,6 +77,24 @@ class TestGetBreaker:
     def test_default_policy_without_a_document(self, provider: breaker.Provider) -> None:
         assert provider.get_breaker("payments").policy == provider.default_policy
 
+    @pytest.mark.parametrize("exclude", [(), (KeyError,)])
+    def test_guard_is_what_guard_makes(
+        self, provider: breaker.Provider, exclude: tuple[type[BaseException], ...]
+    ) -> None:
+        # provider.guard() makes its guard without Guard.__init__ (speed): same fields.
+        made = provider.guard("payments", exclude=exclude)
+        brk = provider.get_breaker("payments")
+        direct = breaker.Guard(brk, exclude)
+        assert type(made) is breaker.Guard and made.breaker is brk
+        for field in breaker.Guard.__slots__:
+            assert hasattr(made, field) == hasattr(direct, field), field
+            if hasattr(direct, field) and field != "_exclude":
+                assert getattr(made, field) == getattr(direct, field), field
+        assert (made._exclude is None) == (direct._exclude is None)
+        with pytest.raises(KeyError), made:
+            raise KeyError("x")
+        assert brk.stats().calls["excluded" if exclude else "failure"] == 1
+
     def test_default_default_policy(self, coord: MemoryCoord) -> None:
         with breaker.new(Config("s", PREFIX), coord=coord) as p:
             assert p.default_policy == Policy()
