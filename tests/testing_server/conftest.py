@@ -20,8 +20,11 @@ def http() -> Iterator[requests.Session]:
 
 @pytest.fixture
 def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(max_workers=32) as executor:
-        yield executor
+    executor = ThreadPoolExecutor(max_workers=32)
+    yield executor
+    # Not joined here: after a failed test a request may still be held by the server,
+    # whose own fixture, torn down next, stops it and so ends the request.
+    executor.shutdown(wait=False, cancel_futures=True)
 
 
 @pytest.fixture

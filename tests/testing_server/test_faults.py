@@ -185,9 +185,10 @@ def test_stop_releases_blocked_requests_and_leaves_no_thread(
     consul_server: ConsulServer, kv: str, pool: ThreadPoolExecutor
 ) -> None:
     blocked = [pool.submit(fetch, kv + "s/?recurse&index=1&wait=10s") for _ in range(5)]
+    eventually(lambda: consul_server.blocking_queries == 5)  # before hang() would hold them
     consul_server.hang()
     hanging = pool.submit(fetch, kv + "h")
-    eventually(lambda: consul_server.blocking_queries == 5 and consul_server.held_requests == 1)
+    eventually(lambda: consul_server.held_requests == 1)
     assert len(server_threads()) >= 7
 
     started = time.monotonic()
