@@ -324,6 +324,7 @@ class _Export:
         carry = self.carry
         old_named, old_folded = self.named, self.folded
         folded: dict[str, _Last] = {}
+        kept = 0  # folded breakers that were folded at the last scrape too
         for name, (brk, r) in readings.items():
             if name in named:
                 continue
@@ -334,16 +335,18 @@ class _Export:
             last = old_folded.get(name)
             if last is not None and last[0]() is brk:
                 ref = last[0]
+                kept += 1
             else:
                 ref = weakref.ref(brk)
                 demoted = old_named.get(name)
                 if demoted is not None and demoted() is brk:
                     carry = _add(carry, self._counters(r, hist), -1)  # count from here on
             folded[name] = (ref, r, hist)
-        for name, (ref, r, hist) in old_folded.items():
-            now = folded.get(name)
-            if now is None or now[0] is not ref:
-                carry = _add(carry, self._counters(r, hist), 1)  # left: keep what it counted
+        if kept < len(old_folded):  # some left the fold (the usual scrape: none did)
+            for name, (ref, r, hist) in old_folded.items():
+                now = folded.get(name)
+                if now is None or now[0] is not ref:
+                    carry = _add(carry, self._counters(r, hist), 1)  # keep what it counted
         self.named, self.folded, self.carry = named, folded, carry
         if not folded and carry is None:
             return None
