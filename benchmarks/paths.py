@@ -327,8 +327,18 @@ def _async_peers(loop: asyncio.AbstractEventLoop) -> dict[str, Case]:
 
     purgatory = loop.run_until_complete(purgatory_factory())
 
+    fab = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=HOUR)
+    fab_open = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=HOUR)
+    with contextlib.suppress(RuntimeError):
+        loop.run_until_complete(fab_open(aboom)())  # trips it
+
     class AbMethods:
         @ab
+        async def am(self) -> int:
+            return 1
+
+    class FabMethods:
+        @circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=HOUR)
         async def am(self) -> int:
             return 1
 
@@ -358,11 +368,17 @@ def _async_peers(loop: asyncio.AbstractEventLoop) -> dict[str, Case]:
         "async floor: do": (lambda: floor_do.do_async(af), None),
         "aiobreaker decorator": (ab(af), None),
         "purgatory decorator": (purgatory("purgatory")(af), None),
+        "circuitbreaker async decorator": (fab(af), None),
         "aiobreaker method": (_amethod_caller(AbMethods()), None),
+        "circuitbreaker async method": (_amethod_caller(FabMethods()), None),
         "purgatory method": (_amethod_caller(PurgatoryMethods()), None),
         "purgatory async with": (purgatory_with, None),
         "aiobreaker call_async()": (lambda: ab.call_async(af), None),
         "aiobreaker, rejecting": (lambda: ab_open.call_async(af), aiobreaker.CircuitBreakerError),
+        "circuitbreaker async decorator, rejecting": (
+            fab_open(af),
+            circuitbreaker.CircuitBreakerError,
+        ),
     }
 
 
@@ -453,16 +469,23 @@ COMPARISONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "async @circuit": (
         "async bare",
         "async floor: closure",
-        ("aiobreaker decorator", "purgatory decorator"),
+        ("aiobreaker decorator", "purgatory decorator", "circuitbreaker async decorator"),
     ),
     "async @circuit method": (
         "async bare method",
         "async floor: method",
-        ("aiobreaker method", "purgatory method"),
+        ("aiobreaker method", "purgatory method", "circuitbreaker async method"),
     ),
     "async with guard()": ("async bare", "async floor: with", ("purgatory async with",)),
     "do_async": ("async bare", "async floor: do", ("aiobreaker call_async()",)),
 }
+
+
+def rejection_reference(path: str) -> str:
+    """Return the rejection a way in is compared with: circuitbreaker's, sync or async."""
+    if path in ASYNC_PATHS:
+        return "circuitbreaker async decorator, rejecting"
+    return "circuitbreaker decorator, rejecting"
 
 
 def cheapest(times: Mapping[str, list[float]], peers: tuple[str, ...]) -> str:
@@ -481,5 +504,5 @@ if __name__ == "__main__":
             f"{ratio(results, plain, floor, less=bare):.2f}x floor; "
             f"rate {ratio(results, f'{path}/rate', plain):.2f}x, "
             f"slow {ratio(results, f'{path}/slow', plain):.2f}x, "
-            f"reject {ratio(results, f'{path}/reject', 'circuitbreaker decorator, rejecting'):.2f}x"
+            f"reject {ratio(results, f'{path}/reject', rejection_reference(path)):.2f}x"
         )

@@ -102,11 +102,15 @@ def paths(report: Report, smoke: bool) -> None:
                 note = "a hand-written minimal wrapper of the same shape"
             if not any(r[0] == name for r in rows):
                 report.add(rows, name, ns(median(name)), note)
-    for name in ("circuitbreaker decorator, rejecting", "pybreaker decorator, rejecting"):
+    for name in (
+        "circuitbreaker decorator, rejecting",
+        "pybreaker decorator, rejecting",
+        "circuitbreaker async decorator, rejecting",
+        "aiobreaker, rejecting",
+    ):
         report.add(rows, name, ns(median(name)), "an open breaker's rejection")
 
     rows = report.section("Every way in: this project beside the cheapest peer for that way")
-    reject_ref = "circuitbreaker decorator, rejecting"
     overhead: dict[str, tuple[float, str]] = {}
     worst: dict[str, tuple[float, str]] = {
         "rate": (0.0, ""),
@@ -136,6 +140,7 @@ def paths(report: Report, smoke: bool) -> None:
             report.add(
                 rows, f"{path}, {label}", ns(median(f"{path}/{feature}")), f"{r:.2f}x without"
             )
+        reject_ref = ways.rejection_reference(path)
         r = ways.ratio(times, f"{path}/reject", reject_ref)
         worst["reject"] = max(worst["reject"], (r, path))
         report.add(
@@ -161,7 +166,11 @@ def paths(report: Report, smoke: bool) -> None:
         "async with guard() overhead <= 0.5x purgatory's async with", ("async with guard()",), 0.5
     )
     for feature, text, limit in (
-        ("reject", "rejection <= 0.8x circuitbreaker's decorator rejection, every way", 0.8),
+        (
+            "reject",
+            "rejection <= 0.8x circuitbreaker's decorator rejection (async: its async one)",
+            0.8,
+        ),
         ("rate", "failureRate on <= 1.3x without, every way", 1.3),
         ("slow", "slowCallDuration on <= 1.6x without, every way", 1.6),
         ("limit", "maxConcurrentCalls on, not reached, <= 1.5x without, every way", 1.5),
@@ -175,10 +184,45 @@ def paths(report: Report, smoke: bool) -> None:
     for path in ("@circuit", "guard()", "Breaker.do"):
         r = ways.ratio(times, f"{path}/plain", f"{path}/uncounted")
         report.add(rows, f"{path}, counting calls in flight", f"{r:.2f}x", "the same path without")
+    report.add(
+        rows,
+        "counting calls in flight, worst",
+        f"{counting[0]:.2f}x",
+        f"{counting[1]}: one increment on every path (issue 18's in_flight)",
+    )
+
+
+# -- 2c: every way in, now beside the code before this round ----------------------------------
+
+
+def then(report: Report, smoke: bool) -> None:
+    import then as before  # benchmarks/then.py
+
+    rows = report.section(
+        f"Every way in, no load-protection key set, beside the same way at {before.THEN}"
+    )
+    target = f"no load-protection key set: every way <= 1.05x its cost at {before.THEN}"
+    try:
+        times = before.run(smoke)
+    except before.Unavailable as exc:
+        report.add(rows, "not measured", "n/a", str(exc))
+        report.target(target, "n/a", None)
+        return
+    worst = (0.0, "")
+    for way in before.WAYS:
+        r = before.ratio(times, way)
+        worst = max(worst, (r, way))
+        report.add(
+            rows,
+            way,
+            ns(statistics.median(times[f"{way}/now"])),
+            f"overhead {r:.2f}x its overhead at {before.THEN} "
+            f"({ns(statistics.median(times[f'{way}/then']))} then)",
+        )
     report.target(
-        "no load-protection key set: <= 1.05x the path before it (calls in flight counted)",
-        f"{counting[0]:.2f}x (worst: {counting[1]})",
-        counting[0] <= 1.05,
+        target,
+        f"{worst[0]:.2f}x (worst: {worst[1]})",
+        worst[0] <= 1.05,
     )
 
 
@@ -814,13 +858,14 @@ def main() -> None:
         "--only",
         nargs="*",
         default=None,
-        help="sections: paths threads tasks propagation change scale metrics fleet import",
+        help="sections: paths then threads tasks propagation change scale metrics fleet import",
     )
     args = parser.parse_args()
     logging.getLogger("breaker").setLevel(logging.ERROR)
     report = Report()
     sections = {
         "paths": paths,
+        "then": then,
         "threads": threads,
         "tasks": tasks,
         "propagation": propagation,
