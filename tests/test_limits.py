@@ -409,6 +409,32 @@ class TestTimeout:
             asyncio.run(scenario())
             assert provider.get_breaker("payments").stats().calls["timeout"] == 3
 
+    def test_a_guard_admitted_the_slow_way_still_finishes_its_deadline(self) -> None:
+        # A failure leaves no lane: the next guard is admitted the slow way, on the era,
+        # under a timeout. While its block runs the timeout is lifted and a success makes
+        # that era the plain lane; leaving, the block must still finish its deadline, or
+        # the deadline would cancel the task later, in whatever it awaits then.
+        brk = make(timeout=0.05, failure_threshold=5)
+
+        async def boom() -> None:
+            raise Boom
+
+        async def quick() -> str:
+            return "ok"
+
+        async def scenario() -> None:
+            with pytest.raises(Boom):
+                await brk.do_async(boom)
+            guard = breaker.Guard(brk)
+            async with guard:
+                adopt(brk, Policy(failure_threshold=5))
+                assert await brk.do_async(quick) == "ok"
+                assert guard._ticket is brk._fast  # the era admitted it, now the plain lane
+            await asyncio.sleep(0.1)  # past the block's deadline
+
+        asyncio.run(scenario())
+        assert brk.stats().calls["success"] == 2
+
     def test_a_fallback_replaces_a_timeout(self) -> None:
         coord = MemoryCoord({PREFIX + "payments.json": '{"timeout": "50ms"}'})
         with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:

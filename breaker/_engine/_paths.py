@@ -44,7 +44,8 @@ DONE: Any = object()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Admission: produces ``ticket`` and ``t0`` (and, in async code, ``tmo``: the timeout).
+# Admission: produces ``ticket`` and ``t0`` (and, in async code, ``tmo``: the timeout);
+# ``plain`` is what follows an admission on the plain lane (a guard returns there).
 # On a clocked lane the clock is read first, so that the limit's check and the counting
 # that follows it run with no call between them (no other thread can come in between).
 # A lane's limit is 0 when the policy sets none; only a clocked lane counts its calls in
@@ -53,8 +54,7 @@ _ADMIT = """
 ticket = brk._fast
 if ticket is not None:
     brk._admitted += 1
-    t0 = 0.0
-    {plain_timeout}
+    {plain}
 else:
     ticket = brk._timed
     t0 = 0.0
@@ -114,6 +114,9 @@ def make(brk, lookup, fn, excl, fallback, failure_if, warn):
     return {name}
 """
 
+# A guard admitted on the plain lane keeps its ticket and ``_t0 = None``: nothing times
+# it and no timeout runs. Every other admission keeps ``_t0``, and ``__aenter__`` also
+# ``_tmo`` and ``_deadline``.
 _GUARD_ENTER = """
 def make():
     {async_}def {name}(self):
@@ -128,17 +131,31 @@ def make():
     return {name}
 """
 
+_GUARD_PLAIN = """
+self._ticket = ticket
+self._t0 = None
+return self
+"""
+
 # The driver's exit says whether an exception counts as an error; __exit__ must return a
-# false value, or the with statement would swallow the exception.
+# false value, or the with statement would swallow the exception. A success admitted on
+# the plain lane, its lane still current, settles first; then a guard never entered, or
+# left. (In async code, an era admitted the slow way may become the plain lane while its
+# block runs: its deadline must still be finished, hence ``_t0``.)
 _GUARD_EXIT = """
 def make():
     {async_}def {name}({params}):
         ticket = self._ticket
+        brk = self._breaker
+        if ticket is brk._fast and ticket is not None {plain}and exc is None and not self._failed:
+            self._ticket = _DONE
+            brk._ok += 1
+            return False
         if ticket is None or ticket is _DONE:
             return False
         self._ticket = _DONE
-        brk = self._breaker
-        {deadline}
+        t0 = self._t0
+        {timing}
         if exc is not None:
             {error}
         failed = self._failed
@@ -165,13 +182,19 @@ def _indent(snippet: str, spaces: int) -> str:
     return ("\n" + pad).join(lines)
 
 
-def _admission(is_async: bool, admit: str | None = None) -> str:
-    """Return the admission snippet; ``admit`` replaces the slow path's admit call."""
+def _admission(is_async: bool, admit: str | None = None, plain: str | None = None) -> str:
+    """Return the admission snippet.
+
+    ``admit`` replaces the slow path's admit call; ``plain`` what follows an admission on
+    the plain lane (by default: setting ``t0`` and, async, ``tmo``).
+    """
     parts = _ASYNC if is_async else _SYNC
     call = f"ticket = {'await brk._admit_async' if is_async else 'brk._admit'}()"
     slow = _REJECT.format(admit=call) + "\n" + textwrap.dedent(parts["slow_timeout"])
+    if plain is None:
+        plain = f"t0 = 0.0\n{parts['plain_timeout']}"
     return _ADMIT.format(
-        plain_timeout=parts["plain_timeout"],
+        plain=_indent(plain, 4),
         lane_timeout=parts["lane_timeout"],
         slow=_indent(admit.format(slow=_indent(slow, 4)) if admit else slow, 8),
     )
@@ -310,8 +333,9 @@ def wrapper_factory(
 
 def _guard_method(name: str) -> Callable[..., Any]:
     is_async = name.startswith("__a") or name == "aenter"
-    tmo = ", self._tmo" if name.startswith("__a") else ""
-    settle = f"brk._settle(ticket, exc, False, self._exclude, self._t0{tmo})"
+    tmo = ", tmo" if name.startswith("__a") else ""
+    settle = f"brk._settle(ticket, exc, False, self._exclude, t0{tmo})"
+    timing = ""
     if "enter" in name:
         template = _GUARD_ENTER
         # An async block runs under its timeout: the deadline cancels the block's task.
@@ -326,18 +350,26 @@ def _guard_method(name: str) -> Callable[..., Any]:
         )
     else:
         template = _GUARD_EXIT
-        deadline = (
-            """
-            deadline = self._deadline
-            if deadline is not None:
-                timed_out = deadline.finish(exc)
-                if timed_out is not None:
-                    brk._settle(ticket, timed_out, False, self._exclude, self._t0, self._tmo)
-                    raise timed_out from exc
-            """
-            if is_async
-            else ""
-        )
+        deadline = ""
+        if is_async:  # __aexit__ (the drivers' exit is sync: they apply no deadline)
+            timing = """
+                if t0 is None:
+                    t0 = 0.0
+                    tmo = None
+                else:
+                    tmo = self._tmo
+                    deadline = self._deadline
+                    if deadline is not None:
+                        timed_out = deadline.finish(exc)
+                        if timed_out is not None:
+                            brk._settle(ticket, timed_out, False, self._exclude, t0, tmo)
+                            raise timed_out from exc
+                """
+        else:
+            timing = """
+                if t0 is None:
+                    t0 = 0.0
+                """
     if name == "exit":  # the drivers' exit: whether the exception counts as an error
         params, error = "self, exc=None", f"return {settle}"
     else:
@@ -346,8 +378,10 @@ def _guard_method(name: str) -> Callable[..., Any]:
         async_="async " if is_async else "",
         name=name,
         params=params,
-        admit=_indent(_admission(is_async), 8),
+        admit=_indent(_admission(is_async, plain=_GUARD_PLAIN if "enter" in name else None), 8),
         deadline=_indent(deadline, 8),
+        timing=_indent(timing, 8),
+        plain="and self._t0 is None " if name == "__aexit__" else "",
         error=_indent(error, 12),
         settle=_indent(
             _settling(
@@ -355,8 +389,8 @@ def _guard_method(name: str) -> Callable[..., Any]:
                 ok="not failed and ",
                 failed="failed",
                 excl="self._exclude",
-                t0="self._t0",
-                tmo="self._tmo",
+                t0="t0",
+                tmo="tmo",
             ),
             8,
         ),
