@@ -30,7 +30,7 @@ import math
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -228,10 +228,15 @@ class _Export:
 
     ``named`` maps the breakers with series of their own to the breaker object they were
     (a weak reference: a breaker made anew under a name is another breaker, and an id can
-    be reused). ``folded`` keeps, for each folded breaker, the same, its reading and its
-    durations as last read. ``carry`` is what the folded counters keep of the breakers
-    that left the fold (promoted, gone, made anew) minus the counts of those that joined
-    it late (demoted), so that the folded counters never go down.
+    be reused). ``folded`` does the same for each folded breaker, and ``last`` keeps its
+    counts as last read. ``carry`` is what the folded counters keep of the breakers that
+    left the fold (promoted, gone, made anew) minus the counts of those that joined it
+    late (demoted), so that the folded counters never go down.
+
+    A scrape keeps no object per breaker that the garbage collector must go on tracking
+    (the weak references are made once, the counts are tuples of numbers): otherwise every
+    scrape would leave thousands of new long-lived objects, and set off a full collection
+    of the whole process every scrape or two.
     """
 
     def __init__(self, provider: Provider, limit: int, durations: _Durations | None) -> None:
@@ -240,7 +245,8 @@ class _Export:
         self.limit = limit
         self.durations = durations
         self.named: dict[str, weakref.ref[Breaker]] = {}
-        self.folded: dict[str, _Last] = {}
+        self.folded: dict[str, weakref.ref[Breaker]] = {}
+        self.last: dict[str, _Counts] = {}
         self.carry: list[float] | None = None
         self._lock = threading.Lock()
 
@@ -258,44 +264,44 @@ class _Export:
             return None
         durations = self.durations
         scrape = _Scrape(provider, durations.bounds if durations else None)
-        readings: dict[str, tuple[Breaker, _Reading]] = {
-            name: (brk, brk._reading()) for name, brk in provider.breakers().items()
-        }
+        breakers = provider.breakers()
+        readings = {name: brk._reading() for name, brk in breakers.items()}
         hists = durations.by_name if durations is not None else None
         with self._lock:
-            named = self._select(readings)
-            scrape.other = self._fold(readings, named, hists)
+            named = self._select(breakers, readings)
+            scrape.other = self._fold(breakers, readings, named, hists)
         for name in sorted(named):
             hist = hists.get(name) if hists is not None else None
-            scrape.named.append(_Named(name, readings[name][1], hist))
+            scrape.named.append(_Named(name, readings[name], hist))
         if hists is not None:
             for name in [n for n in hists if n not in readings]:
                 hists.pop(name, None)  # the breaker is gone: the fold keeps what it counted
         return scrape
 
     def _select(
-        self, readings: dict[str, tuple[Breaker, _Reading]]
+        self, breakers: Mapping[str, Breaker], readings: dict[str, _Reading]
     ) -> dict[str, weakref.ref[Breaker]]:
         """Return the breakers that have series of their own from now on."""
         limit = self.limit
         if len(readings) <= limit:
-            return {name: weakref.ref(brk) for name, (brk, _) in readings.items()}
+            old = self.named
+            return {name: _same_ref(old.get(name), brk) for name, brk in breakers.items()}
         named = {
             name: ref
             for name, ref in self.named.items()
-            if name in readings and ref() is readings[name][0]
+            if name in readings and ref() is breakers[name]
         }
         room = limit - len(named)
         waiting = sorted(
             (-sum(r[2]), name)
-            for name, (_, r) in readings.items()
+            for name, r in readings.items()
             if not (r[0] is _CLOSED and r[1] is _AUTO) and name not in named
         )
         if waiting:
             quiet = sorted(
                 (sum(r[2]), name)
                 for name in named
-                for r in (readings[name][1],)
+                for r in (readings[name],)
                 if r[0] is _CLOSED and r[1] is _AUTO
             )
             for _, name in waiting:
@@ -305,53 +311,61 @@ class _Export:
                     del named[quiet.pop(0)[1]]
                 else:
                     break
-                named[name] = weakref.ref(readings[name][0])
+                named[name] = weakref.ref(breakers[name])
         if room > 0:
             busiest = sorted(
-                (-sum(r[2]), name) for name, (_, r) in readings.items() if name not in named
+                (-sum(r[2]), name) for name, r in readings.items() if name not in named
             )
             for _, name in busiest[:room]:
-                named[name] = weakref.ref(readings[name][0])
+                named[name] = weakref.ref(breakers[name])
         return named
 
     def _fold(
         self,
-        readings: dict[str, tuple[Breaker, _Reading]],
+        breakers: Mapping[str, Breaker],
+        readings: dict[str, _Reading],
         named: dict[str, weakref.ref[Breaker]],
         hists: dict[str, list[float]] | None,
     ) -> _Fold | None:
         """Sum the breakers without series of their own; keep the sums from going down."""
         carry = self.carry
-        old_named, old_folded = self.named, self.folded
-        folded: dict[str, _Last] = {}
+        old_named, old_folded, old_last = self.named, self.folded, self.last
+        folded: dict[str, weakref.ref[Breaker]] = {}
+        last: dict[str, _Counts] = {}
+        rs: list[_Reading] = []
+        hs: list[tuple[float, ...] | None] = []
         kept = 0  # folded breakers that were folded at the last scrape too
-        for name, (brk, r) in readings.items():
+        for name, r in readings.items():
             if name in named:
                 continue
+            brk = breakers[name]
             hist = None
             if hists is not None:
                 live = hists.get(name)
                 hist = tuple(live) if live is not None else None
-            last = old_folded.get(name)
-            if last is not None and last[0]() is brk:
-                ref = last[0]
+            transitions = r[4]  # kept as numbers, which the collector stops tracking
+            moved = None if transitions is None else tuple(transitions.get(p, 0) for p in _PAIRS)
+            counts = (r[2], moved, hist)
+            ref = old_folded.get(name)
+            if ref is not None and ref() is brk:
                 kept += 1
             else:
                 ref = weakref.ref(brk)
                 demoted = old_named.get(name)
                 if demoted is not None and demoted() is brk:
-                    carry = _add(carry, self._counters(r, hist), -1)  # count from here on
-            folded[name] = (ref, r, hist)
+                    carry = _add(carry, self._counters(counts), -1)  # count from here on
+            folded[name] = ref
+            last[name] = counts
+            rs.append(r)
+            hs.append(hist)
         if kept < len(old_folded):  # some left the fold (the usual scrape: none did)
-            for name, (ref, r, hist) in old_folded.items():
-                now = folded.get(name)
-                if now is None or now[0] is not ref:
-                    carry = _add(carry, self._counters(r, hist), 1)  # keep what it counted
-        self.named, self.folded, self.carry = named, folded, carry
+            for name, ref in old_folded.items():
+                if folded.get(name) is not ref:
+                    carry = _add(carry, self._counters(old_last[name]), 1)  # keep its counts
+        self.named, self.folded, self.last, self.carry = named, folded, last, carry
         if not folded and carry is None:
             return None
         fold = _Fold()
-        rs = [r for _, r, _ in folded.values()]
         fold.breakers = len(rs)
         fold.states.update(map(itemgetter(0), rs))
         fold.modes.update(map(itemgetter(1), rs))
@@ -366,23 +380,30 @@ class _Export:
         sums += moves.values()
         if self.durations is not None:
             blank = (0,) * (len(self.durations.bounds) + 2)
-            hs = [h if h is not None else blank for _, _, h in folded.values()]
-            sums += [sum(c) for c in zip(*hs, strict=True)] or blank
+            sums += [
+                sum(c) for c in zip(*(h if h is not None else blank for h in hs), strict=True)
+            ] or blank
         if carry is not None:
             sums = [a + b for a, b in zip(sums, carry, strict=True)]
         fold.counters = sums
         return fold
 
-    def _counters(self, r: _Reading, hist: Sequence[float] | None) -> list[float]:
+    def _counters(self, counts: _Counts) -> list[float]:
         """Return a breaker's counters as the fold sums them: calls, transitions, durations."""
-        transitions = r[4] or {}
-        counters: list[float] = [*r[2], *(transitions.get(p, 0) for p in _PAIRS)]
+        calls, moves, hist = counts
+        counters: list[float] = [*calls, *(moves or (0,) * len(_PAIRS))]
         if self.durations is not None:
             counters += hist if hist is not None else (0,) * (len(self.durations.bounds) + 2)
         return counters
 
 
-_Last = tuple["weakref.ref[Breaker]", _Reading, "tuple[float, ...] | None"]
+_Counts = tuple[tuple[int, ...], "tuple[int, ...] | None", "tuple[float, ...] | None"]
+"""A folded breaker's counts as last read: calls, transitions in `_PAIRS` order, durations."""
+
+
+def _same_ref(ref: weakref.ref[Breaker] | None, brk: Breaker) -> weakref.ref[Breaker]:
+    """Return ``ref`` if it still points at ``brk``, else a new weak reference to it."""
+    return ref if ref is not None and ref() is brk else weakref.ref(brk)
 
 
 def _add(carry: list[float] | None, counters: list[float], sign: int) -> list[float]:
