@@ -78,13 +78,13 @@ _OUTCOMES = tuple(o.value for o in Outcome)
 _PAIRS = tuple((a, b) for a in _STATES for b in _STATES if a != b)
 _N_CALLS = len(_OUTCOMES)
 _N_COUNTERS = _N_CALLS + len(_PAIRS)  # a breaker's counters: calls, then transitions
-_CLOSED = State.CLOSED
-_AUTO = Mode.AUTO
+_CLOSED = State.CLOSED.value
+_AUTO = Mode.AUTO.value
 
 _Reading = tuple[
-    State, Mode, tuple[int, ...], int, dict[tuple[str, str], int] | None, float | None, float | None
+    str, str, tuple[int, ...], int, dict[tuple[str, str], int] | None, float | None, float | None
 ]
-"""What `Breaker._reading` returns: state, mode, calls by outcome, in flight, transitions, rates."""
+"""What `Breaker._reading` returns: state and mode values, calls, in flight, transitions, rates."""
 
 
 def _require(module: str, extra: str) -> Any:
@@ -203,8 +203,8 @@ class _Fold:
 
     def __init__(self) -> None:
         self.breakers = 0
-        self.states: Counter[State] = Counter()
-        self.modes: Counter[Mode] = Counter()
+        self.states: Counter[str] = Counter()  # by value
+        self.modes: Counter[str] = Counter()
         self.in_flight = 0
         self.counters: list[float] = []  # calls, transitions, then the histogram's
 
@@ -295,14 +295,14 @@ class _Export:
         waiting = sorted(
             (-sum(r[2]), name)
             for name, r in readings.items()
-            if not (r[0] is _CLOSED and r[1] is _AUTO) and name not in named
+            if not (r[0] == _CLOSED and r[1] == _AUTO) and name not in named
         )
         if waiting:
             quiet = sorted(
                 (sum(r[2]), name)
                 for name in named
                 for r in (readings[name],)
-                if r[0] is _CLOSED and r[1] is _AUTO
+                if r[0] == _CLOSED and r[1] == _AUTO
             )
             for _, name in waiting:
                 if room > 0:
@@ -560,9 +560,9 @@ class _Collector(_Hub):
             other = s.other
             if other is not None:
                 for st in State:
-                    state.add_metric([service, OTHER, st.value], other.states[st])
+                    state.add_metric([service, OTHER, st.value], other.states[st.value])
                 for md in Mode:
-                    mode.add_metric([service, OTHER, md.value], other.modes[md])
+                    mode.add_metric([service, OTHER, md.value], other.modes[md.value])
                 counters = other.counters
                 for outcome, n in zip(_OUTCOMES, counters[:_N_CALLS], strict=True):
                     calls.add_metric([service, OTHER, outcome], n)
@@ -788,22 +788,22 @@ def _attrs(s: _Scrape, name: str, **more: str) -> dict[str, str]:
 
 def _state_points(s: _Scrape) -> Iterator[tuple[dict[str, str], float]]:
     for each in s.named:
-        current = each.reading[0].value
+        current = each.reading[0]
         for value in _STATES:
             yield _attrs(s, each.name, state=value), int(value == current)
     if s.other is not None:
         for st in State:
-            yield _attrs(s, OTHER, state=st.value), s.other.states[st]
+            yield _attrs(s, OTHER, state=st.value), s.other.states[st.value]
 
 
 def _mode_points(s: _Scrape) -> Iterator[tuple[dict[str, str], float]]:
     for each in s.named:
-        current = each.reading[1].value
+        current = each.reading[1]
         for value in _MODES:
             yield _attrs(s, each.name, mode=value), int(value == current)
     if s.other is not None:
         for md in Mode:
-            yield _attrs(s, OTHER, mode=md.value), s.other.modes[md]
+            yield _attrs(s, OTHER, mode=md.value), s.other.modes[md.value]
 
 
 def _call_points(s: _Scrape) -> Iterator[tuple[dict[str, str], float]]:

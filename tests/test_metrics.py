@@ -340,6 +340,26 @@ class TestSeriesBound:
         with pytest.raises(ValueError, match="breaker_limit: expected an integer >= 0"):
             PrometheusMetrics(provider, registry=registry, breaker_limit=limit)
 
+    def test_the_fold_keeps_nothing_the_garbage_collector_tracks(
+        self, clock: FakeClock, registry: Any
+    ) -> None:
+        # Else every scrape would leave a new long-lived object or two per folded breaker,
+        # and thousands of breakers would set off a full collection every scrape or two.
+        with make_provider(clock) as p:
+            metrics = PrometheusMetrics(p, registry=registry, breaker_limit=1)
+            for name in ("a", "b", "c"):
+                hot(p, name, 1)
+            force_state(p.get_breaker("c"), "open")
+            force_state(p.get_breaker("c"), "closed")  # transitions counted too
+            refs = dict(metrics._export.folded)
+            scrape(registry)
+            assert calls(scrape(registry), OTHER) == 2
+            export = metrics._export
+            assert {n: r for n, r in export.folded.items() if n in refs} == refs  # made once
+            gc.collect()
+            gc.collect()  # the first stops tracking the counts within, the second their tuple
+            assert export.last and not any(map(gc.is_tracked, export.last.values()))
+
     def test_the_fold_never_goes_down(self, clock: FakeClock, registry: Any) -> None:
         with make_provider(clock) as p:
             PrometheusMetrics(p, registry=registry, breaker_limit=1)
@@ -618,15 +638,25 @@ class TestReading:
             opened = p.get_breaker("opened")
             force_state(opened, "open")
             kill, dry = p.get_breaker("kill"), p.get_breaker("dry")
-            assert kill._reading()[:2] == (breaker.State.OPEN, breaker.Mode.FORCED_OPEN)
-            assert dry._reading()[:2] == (breaker.State.CLOSED, breaker.Mode.SHADOW)
+            assert kill._reading()[:2] == ("open", "forced-open")
+            assert dry._reading()[:2] == ("closed", "shadow")
             clock.advance(61)
-            assert opened._reading()[0] is breaker.State.HALF_OPEN
-            assert kill._reading()[:2] == (breaker.State.HALF_OPEN, breaker.Mode.AUTO)
-            assert dry._reading()[:2] == (breaker.State.CLOSED, breaker.Mode.AUTO)
+            assert opened._reading()[0] == "half-open"
+            assert kill._reading()[:2] == ("half-open", "auto")
+            assert dry._reading()[:2] == ("closed", "auto")
             assert opened._m.era.state == "open" and kill._mode is breaker.Mode.FORCED_OPEN
             assert dry._mode is breaker.Mode.SHADOW
             assert (opened.state, kill.state, kill.mode) == ("half-open", "half-open", "auto")
+
+    def test_it_is_a_tuple_the_garbage_collector_stops_tracking(self, clock: FakeClock) -> None:
+        documents = {"db": '{"failureRate": 0.5, "slowCallDuration": "1s"}'}
+        with make_provider(clock, documents=documents) as p:
+            brk = p.get_breaker("db")
+            brk.do(lambda: None)
+            reading = brk._reading()
+            gc.collect()
+            gc.collect()  # the first stops tracking the counts within, the second the tuple
+            assert not gc.is_tracked(reading)  # a scrape reads thousands of these
 
     def test_it_takes_no_lock(self, clock: FakeClock) -> None:
         with make_provider(clock) as p:

@@ -56,6 +56,7 @@ _OPEN_STATE: Final = State.OPEN
 _AUTO: Final = Mode.AUTO
 _FORCED_OPEN: Final = Mode.FORCED_OPEN
 _DISABLED: Final = Mode.DISABLED
+_MODE_VALUES: Final = {mode: mode.value for mode in Mode}
 _SHADOW: Final = Mode.SHADOW
 _SUCCESS: Final = Outcome.SUCCESS
 _FAILURE: Final = Outcome.FAILURE
@@ -935,8 +936,8 @@ class Breaker:
     def _reading(
         self,
     ) -> tuple[
-        State,
-        Mode,
+        str,
+        str,
         tuple[int, ...],
         int,
         dict[tuple[str, str], int] | None,
@@ -946,8 +947,9 @@ class Breaker:
         """Return what a metrics scrape needs, taking no lock and changing nothing.
 
         ``(state, mode, calls, in_flight, transitions, failure_rate, slow_call_rate)``: the
-        state and mode as `state` and `mode` would read them now (an open period or a mode
-        that ended reads as ended; a call or a read of those applies it); ``calls``, the
+        values of `state` and `mode` as they would read now (an open period or a mode that
+        ended reads as ended; a call or a read of those applies it), strings, so that the
+        garbage collector stops tracking the tuple (a scrape reads thousands); ``calls``, the
         counts of `stats` in `Outcome` order, and ``transitions`` (None before the first)
         as `stats` has them (keep the two in step); the failure and slow-call rates of the
         failure-rate window, None without a window or with no call in it. Counters are
@@ -994,4 +996,4 @@ class Breaker:
         in_flight = self._admitted - self._ok - self._ended  # as _in_flight, not called: a
         if in_flight < 0:  # scrape reads every breaker, and a call costs a tenth of this read
             in_flight = 0
-        return STATES[state], mode, calls, in_flight, transitions, failure_rate, slow_rate
+        return state, _MODE_VALUES[mode], calls, in_flight, transitions, failure_rate, slow_rate
