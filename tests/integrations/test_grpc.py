@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
@@ -492,6 +492,68 @@ def test_failure_codes_are_configurable(
     assert calls(provider, n(UNARY)) == {"success": 1, "failure": 3}
     with pytest.raises(TypeError, match="StatusCode"):
         BreakerInterceptor(target="echo:50051", failure_codes=["UNAVAILABLE"])
+
+
+def test_a_call_on_a_closed_channel_counts_once_and_frees_its_slot(
+    target: str, n: Callable[[str], str], coord: breaker.MemoryCoord, provider: breaker.Provider
+) -> None:
+    coord.put(PREFIX + n(UNARY) + ".json", '{"maxConcurrentCalls": 1}')
+    raw = grpc.insecure_channel(target)
+    stub = grpc.intercept_channel(
+        raw, BreakerInterceptor(target=target, provider=provider)
+    ).unary_unary(UNARY)
+    assert stub(b"hi") == b"echo:hi"
+    raw.close()
+    for _ in range(2):  # a slot still taken would make the second a BulkheadFullRpcError
+        with pytest.raises(ValueError, match="closed channel"):
+            stub(b"hi")
+    brk = provider.get_breaker(n(UNARY))
+    assert brk.policy.max_concurrent_calls == 1
+    assert calls(provider, n(UNARY)) == {"success": 1, "failure": 2}
+    assert brk.stats().in_flight == 0
+
+
+class Details(NamedTuple):
+    """The client call details an interceptor gets (grpc's own type is private)."""
+
+    method: str
+    timeout: float | None = None
+    metadata: Any = None
+    credentials: Any = None
+    wait_for_ready: Any = None
+    compression: Any = None
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "aio"])
+def test_a_continuation_that_raises_settles_its_call_and_frees_its_slot(
+    is_async: bool, coord: breaker.MemoryCoord, provider: breaker.Provider
+) -> None:
+    # grpc's own channels turn what a continuation raises into a failed call; another
+    # caller of the interceptor may let it raise: the call still settles, once.
+    name = default_name("echo:50051", UNARY)
+    coord.put(PREFIX + name + ".json", '{"maxConcurrentCalls": 1}')
+    interceptors = aio_interceptors if is_async else None
+
+    def raises(details: Any, request: Any) -> Any:
+        raise ConnectionResetError("the transport went away")
+
+    async def araises(details: Any, request: Any) -> Any:
+        raise ConnectionResetError("the transport went away")
+
+    for _ in range(2):  # a slot still taken would reject the second
+        with pytest.raises(ConnectionResetError):
+            if interceptors is None:
+                interceptor = BreakerInterceptor(target="echo:50051", provider=provider)
+                interceptor.intercept_unary_unary(raises, Details(UNARY), b"hi")
+            else:
+                (aio,) = [
+                    i
+                    for i in interceptors(target="echo:50051", provider=provider)
+                    if hasattr(i, "intercept_unary_unary")
+                ]
+                asyncio.run(aio.intercept_unary_unary(araises, Details(UNARY), b"hi"))
+    assert calls(provider, name) == {"failure": 2}
+    assert provider.get_breaker(name).stats().in_flight == 0
 
 
 def test_the_default_provider_at_call_time_and_none(
