@@ -333,7 +333,7 @@ class _Export:
         folded: dict[str, weakref.ref[Breaker]] = {}
         last: dict[str, _Counts] = {}
         rs: list[_Reading] = []
-        hs: list[tuple[float, ...] | None] = []
+        hs: list[tuple[float, ...] | None] = []  # with durations only
         kept = 0  # folded breakers that were folded at the last scrape too
         for name, r in readings.items():
             if name in named:
@@ -343,6 +343,7 @@ class _Export:
             if hists is not None:
                 live = hists.get(name)
                 hist = tuple(live) if live is not None else None
+                hs.append(hist)
             transitions = r[4]  # kept as numbers, which the collector stops tracking
             moved = None if transitions is None else tuple(transitions.get(p, 0) for p in _PAIRS)
             counts = (r[2], moved, hist)
@@ -357,7 +358,6 @@ class _Export:
             folded[name] = ref
             last[name] = counts
             rs.append(r)
-            hs.append(hist)
         if kept < len(old_folded):  # some left the fold (the usual scrape: none did)
             for name, ref in old_folded.items():
                 if folded.get(name) is not ref:
