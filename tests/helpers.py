@@ -10,7 +10,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 
+from breaker import MemoryCoord
 from breaker.testing import ACLRule, ConsulServer, FakeClock
 
 PREFIX = "config/dev/checkout/breakers/"
@@ -190,3 +192,30 @@ def save_coverage() -> None:
     cov = coverage.Coverage.current()
     if cov is not None:
         cov.save()
+
+
+def _forward(name: str) -> Callable[..., Any]:
+    def method(self: SharedCoord, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._store, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+class SharedCoord:
+    """One MemoryCoord seen by many providers: closing one provider closes nothing shared.
+
+    The store's methods are defined on the class, not found through ``__getattr__``:
+    Python 3.12 and later check a runtime protocol (``breaker.Coord``, its capabilities)
+    with ``inspect.getattr_static``, which does not call ``__getattr__``.
+    """
+
+    def __init__(self, store: MemoryCoord) -> None:
+        self._store = store
+
+    def close(self) -> None:
+        pass
+
+
+for _name in [n for n in vars(MemoryCoord) if not n.startswith("_") and n != "close"]:
+    setattr(SharedCoord, _name, _forward(_name))

@@ -20,7 +20,7 @@ from breaker import Config, Mode, Policy, State
 from breaker._layers import in_canary
 from breaker.testing import ConsulServer
 
-from .helpers import PREFIX, Boom, eventually, fail
+from .helpers import PREFIX, Boom, SharedCoord, eventually, fail
 
 KEY = PREFIX + "payments.json"
 FLEET = "config/dev/fleet/"
@@ -38,19 +38,6 @@ def document(percent: float = 20, abort: bool = True, **candidate: Any) -> str:
     )
 
 
-class _Shared:
-    """One MemoryCoord for many providers: closing a provider closes nothing shared."""
-
-    def __init__(self, store: breaker.MemoryCoord) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def close(self) -> None:
-        pass
-
-
 class Fleet:
     """Providers of "checkout", each an instance of its own, over one store."""
 
@@ -66,7 +53,7 @@ class Fleet:
 
     def coord(self) -> Any:
         if self.memory is not None:
-            return _Shared(self.memory)
+            return SharedCoord(self.memory)
         assert self.server is not None
         return breaker.ConsulCoord(self.server.addr, wait=5, timeout=2)
 

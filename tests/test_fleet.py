@@ -31,7 +31,7 @@ from breaker._fleet import (
 from breaker._policy import format_timestamp
 from breaker.testing import ConsulServer, FakeClock, FaultProxy, force_state
 
-from .helpers import PREFIX, Boom, FakeSleep, eventually
+from .helpers import PREFIX, Boom, FakeSleep, SharedCoord, eventually
 
 FLEET = "config/dev/fleet/"
 RECORDS = FLEET + "checkout/"
@@ -54,7 +54,7 @@ class Fleet:
 
     def coord(self) -> Any:
         if self.memory is not None:
-            return _Shared(self.memory)
+            return SharedCoord(self.memory)
         assert self.server is not None
         return breaker.ConsulCoord(self.server.addr, wait=5, timeout=2)
 
@@ -97,19 +97,6 @@ class Fleet:
             provider.close()
         if self.server is not None:
             self.server.stop()
-
-
-class _Shared:
-    """One MemoryCoord seen by many providers: closing one provider closes nothing shared."""
-
-    def __init__(self, store: breaker.MemoryCoord) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(params=["memory", "consul"])
