@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ from breaker import (
     Policy,
     State,
 )
+from breaker._engine import _breaker as breaker_module
 from breaker.testing import FakeClock, adopt, force_state
 
 from .helpers import Abort, Boom, NotFound, eventually, fail, ok
@@ -663,6 +665,31 @@ class TestModes:
         assert "mode forced-open expired" in caplog.text
         brk.do(ok)
         assert brk.state is State.CLOSED
+
+    @pytest.mark.parametrize(
+        "keys",
+        [{}, {"slow_call_duration": 60}, {"max_concurrent_calls": 5}],
+        ids=["plain lane", "timed lane", "limit lane"],
+    )
+    def test_no_call_runs_once_the_mode_reads_forced_open(
+        self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, keys: dict[str, Any]
+    ) -> None:
+        # A mode changes under the breaker's lock, and its log line may hand the GIL to
+        # another thread: a call made then must meet the new mode, not the lane before it.
+        brk = make(clock, **keys)
+        brk.do(ok)  # the fast lanes are open
+        seen: list[tuple[Mode, list[int]]] = []
+
+        def midway(name: str, old: Mode, new: Mode) -> None:
+            ran: list[int] = []
+            with contextlib.suppress(BreakerOpenError):
+                brk.do(lambda: ran.append(1))
+            seen.append((brk._mode, ran))
+
+        monkeypatch.setattr(breaker_module, "log_change", midway)
+        adopt(brk, Policy(mode="forced-open", **keys))
+        assert seen == [(Mode.FORCED_OPEN, [])]
+        assert brk.stats().calls["rejected"] == 1
 
     def test_forced_open_without_an_expiry_reports_the_open_state_timeout(
         self, clock: FakeClock

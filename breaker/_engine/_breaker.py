@@ -71,11 +71,15 @@ _NEVER: Final = -math.inf
 
 
 class _Critical:
-    """The breaker's lock; on leaving it the lanes are recomputed and transitions delivered.
+    """The breaker's lock; the lanes closed while it is held, recomputed on leaving it.
 
-    Transitions are queued while the lock is still held (so they queue in order) and
-    delivered after it is released; a breaker its registry set aside as idle that holds
-    something again (a failure, a state) is handed back to the registry.
+    With the lanes closed, a call that comes while a state, a mode or a policy changes
+    takes the slow way, which sees each change as soon as it is made: once ``mode``
+    reads forced-open, say, no call runs (a thread switch in the middle of the change,
+    at its log line, would otherwise let calls through the old lane). Transitions are
+    queued while the lock is still held (so they queue in order) and delivered after it
+    is released; a breaker its registry set aside as idle that holds something again (a
+    failure, a state) is handed back to the registry.
     """
 
     __slots__ = ("_brk", "_deliver")
@@ -85,7 +89,15 @@ class _Critical:
         self._deliver = deliver
 
     def __enter__(self) -> None:
-        self._brk._lock.acquire()
+        brk = self._brk
+        brk._lock.acquire()
+        brk._fast = None
+        timed = brk._timed
+        if timed is not None:
+            if timed.clocked:
+                timed.until = _NEVER  # _refresh opens it again (a clocked lane is a slice)
+            else:
+                brk._timed = None
 
     def __exit__(
         self,
