@@ -691,6 +691,20 @@ class TestModes:
         assert seen == [(Mode.FORCED_OPEN, [])]
         assert brk.stats().calls["rejected"] == 1
 
+    @pytest.mark.parametrize(
+        "keys", [{"slow_call_duration": 60}, {"max_concurrent_calls": 5}], ids=["timed", "limit"]
+    )
+    def test_a_change_that_changes_nothing_keeps_the_lane(
+        self, clock: FakeClock, keys: dict[str, Any]
+    ) -> None:
+        # Calls admitted on a lane settle fast only while it is current: a lane made anew
+        # by every locked section would send them all the slow way, each making another.
+        brk = make(clock, **keys)
+        lane = brk._timed
+        assert lane is not None
+        adopt(brk, Policy(**keys))
+        assert brk._timed is lane and lane.until > clock()
+
     def test_forced_open_without_an_expiry_reports_the_open_state_timeout(
         self, clock: FakeClock
     ) -> None:

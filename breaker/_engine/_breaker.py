@@ -82,7 +82,7 @@ class _Critical:
     failure, a state) is handed back to the registry.
     """
 
-    __slots__ = ("_brk", "_deliver")
+    __slots__ = ("_brk", "_deliver", "_held")
 
     def __init__(self, brk: Breaker, deliver: bool = True) -> None:
         self._brk = brk
@@ -92,12 +92,12 @@ class _Critical:
         brk = self._brk
         brk._lock.acquire()
         brk._fast = None
-        timed = brk._timed
+        timed = self._held = brk._timed
         if timed is not None:
             if timed.clocked:
-                timed.until = _NEVER  # _refresh opens it again (a clocked lane is a slice)
+                timed.until = _NEVER  # stays in place: the slice counts its calls in flight
             else:
-                brk._timed = None
+                brk._timed = None  # set aside, and put back on leaving
 
     def __exit__(
         self,
@@ -107,6 +107,9 @@ class _Critical:
     ) -> None:
         brk = self._brk
         try:
+            held = self._held
+            if held is not None and brk._timed is None and not held.clocked:
+                brk._timed = held  # the same lane again if it still fits: calls on it settle fast
             brk._refresh()
             changes = brk._m.changes
             if changes:
