@@ -19,10 +19,12 @@ from breaker import (
     BulkheadFullError,
     CallTimeoutError,
     MemoryCoord,
+    Mode,
     Policy,
     RejectedError,
     State,
 )
+from breaker._engine._limits import Waiter
 from breaker.testing import FakeClock, adopt, force_state
 
 from .helpers import PREFIX, Boom, eventually
@@ -281,6 +283,206 @@ class TestConcurrencyLimit:
 
         assert asyncio.run(scenario()) == "async"
         threads[0].join(TIMEOUT)
+
+
+LONG = 30.0  # a wait no test sits out: a caller still waiting when it is joined fails it
+
+
+class TestWaitersFollowTheBreaker:
+    """A caller waiting for a slot is answered as the breaker stands now, not as it stood."""
+
+    def test_forcing_open_turns_the_waiters_away_at_once(self) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=LONG)
+        gate = Gate()
+        _, holders = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        results, waiters = run_threads(lambda: brk.do(lambda: "ran"), 3)
+        eventually(lambda: len(brk._waiters or ()) == 3)
+        adopt(brk, Policy(max_concurrent_calls=1, max_wait_duration=LONG, mode="forced-open"))
+        for t in waiters:
+            t.join(TIMEOUT)
+        assert len(results) == 3
+        assert all(isinstance(r, BreakerOpenError) and r.mode is Mode.FORCED_OPEN for r in results)
+        assert not brk._waiters
+        assert brk.stats().calls["rejected"] == 3 and brk.stats().calls["bulkhead_full"] == 0
+        gate.release.set()
+        holders[0].join(TIMEOUT)
+        assert brk.stats().in_flight == 0
+
+    def test_a_trip_turns_the_waiters_away_and_none_of_them_runs(self) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=LONG, failure_threshold=1)
+        gate = Gate()
+
+        def failing() -> None:
+            gate.call()
+            raise Boom
+
+        _, holders = run_threads(lambda: brk.do(failing), 1)
+        gate.wait_entered(1)
+        ran: list[int] = []
+        results, waiters = run_threads(lambda: brk.do(ran.append, 1), 2)
+        eventually(lambda: len(brk._waiters or ()) == 2)
+        gate.release.set()  # the call in flight fails: the breaker trips
+        for t in holders + waiters:
+            t.join(TIMEOUT)
+        assert brk.state is State.OPEN
+        assert ran == []
+        assert len(results) == 2 and all(isinstance(r, BreakerOpenError) for r in results)
+        assert brk.stats().in_flight == 0
+
+    def test_a_shorter_wait_turns_away_the_waiters_it_has_run_out(self) -> None:
+        clock = FakeClock()
+        brk = make(clock, max_concurrent_calls=1, max_wait_duration=LONG)
+        gate = Gate()
+        _, holders = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        early, early_threads = run_threads(lambda: brk.do(lambda: "early"), 1)
+        eventually(lambda: len(brk._waiters or ()) == 1)
+        clock.advance(10)
+        late, late_threads = run_threads(lambda: brk.do(lambda: "late"), 1)
+        eventually(lambda: len(brk._waiters or ()) == 2)
+        # 5s: the early caller has waited 10s, past it; the late one has just come.
+        adopt(brk, Policy(max_concurrent_calls=1, max_wait_duration=5.0))
+        early_threads[0].join(TIMEOUT)
+        assert len(early) == 1 and isinstance(early[0], BulkheadFullError)
+        assert "waited 10.000s" in str(early[0])
+        assert len(brk._waiters or ()) == 1 and late == []  # still within its 5s
+        adopt(brk, Policy(max_concurrent_calls=1, max_wait_duration=LONG))
+        gate.release.set()
+        for t in holders + late_threads:
+            t.join(TIMEOUT)
+        assert late == ["late"]
+        assert brk.stats().calls["bulkhead_full"] == 1
+
+    def test_a_task_keeps_waiting_by_a_wait_that_moved_and_gets_in(self) -> None:
+        clock = FakeClock()
+        brk = make(clock, max_concurrent_calls=1, max_wait_duration=LONG)
+
+        async def scenario() -> str:
+            gate = asyncio.Event()
+
+            async def hold() -> None:
+                await gate.wait()
+
+            async def work() -> str:
+                return "in"
+
+            holder = asyncio.ensure_future(brk.do_async(hold))
+            await asyncio.sleep(0)
+            waiter = asyncio.ensure_future(brk.do_async(work))
+            while not brk._waiters:
+                await asyncio.sleep(0)
+            clock.advance(2)
+            adopt(brk, Policy(max_concurrent_calls=1, max_wait_duration=3.0))  # 1s left
+            for _ in range(10):
+                await asyncio.sleep(0)  # the task wakes, finds time left, waits again
+            assert not waiter.done() and len(brk._waiters or ()) == 1
+            gate.set()
+            await holder
+            return await asyncio.wait_for(waiter, TIMEOUT)
+
+        assert asyncio.run(scenario()) == "in"
+        assert brk.stats().in_flight == 0
+
+    def test_a_wait_is_woken_once_until_rearmed(self) -> None:
+        waiter = Waiter(None, 0.0, 1.0)
+        assert waiter.wait(0.0) is False  # nothing woke it
+        waiter.nudge()
+        waiter.nudge()
+        assert waiter.wait(0.0) is True and waiter.wait(0.0) is False
+        waiter.rearm()
+        waiter.grant()
+        assert waiter.granted and waiter.wait(0.0) is True
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"mode": "disabled"},
+            {"mode": "shadow"},
+            {"max_concurrent_calls": 0},
+            {"max_concurrent_calls": 3},
+        ],
+    )
+    def test_lifting_the_limit_lets_the_waiters_in_at_once(self, change: dict[str, Any]) -> None:
+        brk = make(max_concurrent_calls=1, max_wait_duration=LONG)
+        gate = Gate()
+        _, holders = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        results, waiters = run_threads(lambda: brk.do(lambda: "ran"), 2)
+        eventually(lambda: len(brk._waiters or ()) == 2)
+        adopt(brk, Policy(**{"max_concurrent_calls": 1, "max_wait_duration": LONG, **change}))
+        for t in waiters:
+            t.join(TIMEOUT)
+        assert results == ["ran", "ran"]
+        gate.release.set()
+        holders[0].join(TIMEOUT)
+        assert brk.stats().in_flight == 0
+
+    def test_every_way_in_waiting_is_turned_away_when_forced_open(self) -> None:
+        coord = MemoryCoord(
+            {PREFIX + "payments.json": '{"maxConcurrentCalls": 1, "maxWaitDuration": "30s"}'}
+        )
+        with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+            brk = provider.get_breaker("payments")
+
+            @provider.circuit("payments")
+            def function() -> str:
+                return "ran"
+
+            @provider.circuit("payments")
+            async def afunction() -> str:
+                return "ran"
+
+            class Client:
+                @provider.circuit("payments")
+                def method(self) -> str:
+                    return "ran"
+
+                @provider.circuit("payments")
+                async def amethod(self) -> str:
+                    return "ran"
+
+            def guarded() -> str:
+                with provider.guard("payments"):
+                    return "ran"
+
+            async def aguarded() -> str:
+                async with provider.guard("payments"):
+                    return "ran"
+
+            async def work() -> str:
+                return "ran"
+
+            held = provider.guard("payments").__enter__()
+            sync_ways = [lambda: brk.do(lambda: "ran"), function, Client().method, guarded]
+            results: list[Any] = []
+            threads = []
+            for way in sync_ways:
+                got, started = run_threads(way, 1)
+                results += [got]
+                threads += started
+            async_ways = [lambda: brk.do_async(work), afunction, Client().amethod, aguarded]
+
+            async def scenario() -> list[Any]:
+                tasks = [asyncio.ensure_future(way()) for way in async_ways]
+                while len(brk._waiters or ()) < 8:
+                    await asyncio.sleep(0.002)
+                coord.put(
+                    PREFIX + "payments.json", '{"maxConcurrentCalls": 1, "mode": "forced-open"}'
+                )
+                return await asyncio.wait_for(
+                    asyncio.gather(*tasks, return_exceptions=True), TIMEOUT
+                )
+
+            eventually(lambda: len(brk._waiters or ()) == 4)
+            awaited = asyncio.run(scenario())
+            for t in threads:
+                t.join(TIMEOUT)
+            outcomes = [r[0] for r in results if r] + awaited
+            assert len(outcomes) == 8
+            assert all(isinstance(r, BreakerOpenError) for r in outcomes), outcomes
+            held.__exit__(None, None, None)
+            assert brk.stats().in_flight == 0
 
 
 def _fail() -> None:

@@ -110,6 +110,8 @@ class _Critical:
             held = self._held
             if held is not None and brk._timed is None and not held.clocked:
                 brk._timed = held  # the same lane again if it still fits: calls on it settle fast
+            if brk._waiters:
+                brk._review_waiters()
             brk._refresh()
             changes = brk._m.changes
             if changes:
@@ -290,13 +292,14 @@ class Breaker:
             self._admitted += 1
             return ticket
         ticket, waiter = self._take_slot(ticket, None)
-        if waiter is not None:
+        timeout = None if waiter is None else waiter.allowance
+        while waiter is not None and timeout is not None:
             try:
-                waiter.wait(self._policy.max_wait_duration)
+                woke = waiter.wait(timeout)
             except BaseException:  # interrupted while waiting: the call will not run
                 self._abandon(waiter, ticket)
                 raise
-            ticket = self._after_wait(waiter, ticket)
+            timeout = self._after_wait(waiter, ticket, woke)
         return ticket
 
     async def _admit_async(self) -> Ticket:
@@ -308,13 +311,14 @@ class Breaker:
             self._admitted += 1
             return ticket
         ticket, waiter = self._take_slot(ticket, asyncio.get_running_loop())
-        if waiter is not None:
+        timeout = None if waiter is None else waiter.allowance
+        while waiter is not None and timeout is not None:
             try:
-                await waiter.wait_async(self._policy.max_wait_duration)
+                woke = await waiter.wait_async(timeout)
             except BaseException:  # cancelled while waiting: the call will not run
                 self._abandon(waiter, ticket)
                 raise
-            ticket = self._after_wait(waiter, ticket)
+            timeout = self._after_wait(waiter, ticket, woke)
         return ticket
 
     def _decide(self) -> Ticket:
@@ -486,24 +490,38 @@ class Breaker:
                 self._n_bulkhead += 1
                 self._admitted += 1
                 return self._uncounted(ticket), None
-            if self._policy.max_wait_duration <= 0:
+            allowance = self._policy.max_wait_duration
+            if allowance <= 0:
                 self._reject_full(ticket, 0.0)
-            waiter = Waiter(loop)
+            waiter = Waiter(loop, self._clock(), allowance)
             if self._waiters is None:
                 self._waiters = deque()
             self._waiters.append(waiter)
             return ticket, waiter
 
-    def _after_wait(self, waiter: Waiter, ticket: Ticket) -> Ticket:
-        """Return ``ticket`` if the waiter got a slot; otherwise release it and reject."""
+    def _after_wait(self, waiter: Waiter, ticket: Ticket, woke: bool) -> float | None:
+        """Look at a waiter that woke (``woke``) or whose wait ran out.
+
+        Return None once it has its slot, or how much longer it waits (a nudge); raise
+        what it was refused with, or `BulkheadFullError` when its wait ran out.
+        """
         with _Critical(self):
             if waiter.granted:
-                return ticket
-            waiters = self._waiters
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-            self._reject_full(ticket, self._policy.max_wait_duration)
-        raise AssertionError("unreachable")  # pragma: no cover
+                return None
+            error = waiter.refusal
+            if error is not None:  # the breaker opened, or a shorter wait ran out
+                self._release(ticket)
+                raise error
+            # A wait that ran out ends: by the waiter's own timer (so a clock that stands
+            # still, a test's, cannot keep it waiting), or by the breaker's clock.
+            left = waiter.started + waiter.allowance - self._clock()
+            if not woke or left <= 0:
+                waiters = self._waiters
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                self._reject_full(ticket, waiter.allowance)
+            waiter.rearm()
+            return left
 
     def _abandon(self, waiter: Waiter, ticket: Ticket) -> None:
         """Forget a waiter whose caller gave up; a slot it was granted goes to the next one."""
@@ -512,7 +530,6 @@ class Breaker:
             if waiter.granted:  # admitted on its behalf: it ends, cancelled, without running
                 self._n_cancelled += 1
                 self._ended += 1
-                self._grant_waiters()
             elif self._waiters is not None and waiter in self._waiters:
                 self._waiters.remove(waiter)
 
@@ -539,13 +556,46 @@ class Breaker:
         self._release(ticket)
         return Call(self._m.era, self._clock(), UNCOUNTED)
 
-    def _grant_waiters(self) -> None:
-        """Hand free slots to waiting callers, first come first served (lock held)."""
+    def _review_waiters(self) -> None:
+        """Answer the callers waiting for a slot as the breaker stands now (lock held).
+
+        A breaker that opened, or was forced open, turns them away at once; disabled,
+        shadow, or a limit raised or removed lets them in at once; a changed
+        ``maxWaitDuration`` moves their deadlines, and turns away those it has run out.
+        """
         waiters = self._waiters
-        limit = self._limit
+        assert waiters is not None
+        mode = self._mode
+        m = self._m
+        policy = self._policy
+        if mode is _FORCED_OPEN or (mode is _AUTO and m.era.state is OPEN):
+            now = self._clock()
+            while waiters:
+                self._n_rejected += 1
+                if mode is _FORCED_OPEN:
+                    error = BreakerOpenError(
+                        self._name, _OPEN_STATE, self._forced_retry_after(now), _FORCED_OPEN
+                    )
+                else:
+                    error = BreakerOpenError(self._name, _OPEN_STATE, m.retry_after(policy, now))
+                waiters.popleft().refuse(error)
+            return
+        limit = 0 if mode is _DISABLED or mode is _SHADOW else policy.max_concurrent_calls
         while waiters and (not limit or self._in_flight() < limit):
             self._admitted += 1
             waiters.popleft().grant()
+        allowance = policy.max_wait_duration
+        # Every review leaves all waiters with the allowance in force: the first tells.
+        if waiters and waiters[0].allowance != allowance:
+            now = self._clock()
+            for waiter in list(waiters):
+                waiter.allowance = allowance
+                if waiter.started + allowance <= now:
+                    waiters.remove(waiter)
+                    self._n_bulkhead += 1
+                    waiter.refuse(BulkheadFullError(self._name, limit, now - waiter.started))
+                else:
+                    waiter.nudge()
 
     def _settle(
         self,
@@ -614,8 +664,6 @@ class Breaker:
             if self._window is not None:
                 with _Critical(self):
                     self._record(era if counts else None, ticket, outcome, self._clock())
-                    if self._waiters:
-                        self._grant_waiters()
                 return error
             self._ok += 1
         else:
@@ -648,8 +696,6 @@ class Breaker:
             return error
         with _Critical(self):
             self._record(era, ticket, outcome, self._clock())
-            if self._waiters:
-                self._grant_waiters()
         return error
 
     def _leave(self, ticket: Ticket) -> bool:
@@ -667,14 +713,12 @@ class Breaker:
                     self._hanging.pop(ticket, None)  # type: ignore[arg-type]
             if hung:
                 self._ended += 1
-                if self._waiters:
-                    self._grant_waiters()
             return hung
 
     def _hand_on(self) -> None:
         """A call ended while others wait for a slot: hand them what is free."""
         with _Critical(self):
-            self._grant_waiters()
+            pass  # leaving the lock reviews the waiters
 
     def _record(self, era: Era | None, ticket: Ticket, outcome: Outcome, now: float) -> None:
         """Apply an outcome to the state machine and the window (lock held).
@@ -828,9 +872,6 @@ class Breaker:
                 and m.successes >= policy.success_threshold
             ):
                 self._close(now)
-            if self._waiters:  # a raised limit (or none) lets waiters in at once
-                self._refresh()
-                self._grant_waiters()
 
     def _tick_widths(self) -> frozenset[float]:
         """Return how often the ticker must look at this breaker (a period per need)."""

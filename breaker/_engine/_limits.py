@@ -4,7 +4,9 @@ A breaker counts the calls it admitted and the calls that ended; the difference 
 calls in flight, across threads and tasks. Beyond ``maxConcurrentCalls`` a caller waits
 up to ``maxWaitDuration`` for a slot: a thread blocks on a lock of its own, a task awaits
 a future of its own loop. A call that ends hands its slot to the first waiter, under the
-breaker's lock, so a slot is never both handed on and taken by a newcomer.
+breaker's lock, so a slot is never both handed on and taken by a newcomer. Waiters follow
+the breaker while they wait: one that opens turns them away at once, and a changed
+``maxWaitDuration`` moves their deadlines.
 
 An async call with a ``timeout`` runs under a `Deadline`: at the deadline its task is
 cancelled, and the cancellation that deadline caused (and only that one) becomes a
@@ -26,12 +28,33 @@ R = TypeVar("R")
 
 
 class Waiter:
-    """A caller waiting for a slot; `grant` (breaker lock held) hands it one."""
+    """A caller waiting for a slot, answered under the breaker's lock.
 
-    __slots__ = ("_future", "_lock", "_loop", "granted")
+    `grant` hands it a slot, `refuse` an error to raise (the breaker opened, or a shorter
+    ``maxWaitDuration`` ran out), `nudge` wakes it to look at its deadline again. A thread
+    blocks on a lock of its own, a task awaits a future of its own loop. A wait is woken
+    once at most: the caller calls `rearm` before it waits again.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+    __slots__ = (
+        "_future",
+        "_lock",
+        "_loop",
+        "_woken",
+        "allowance",
+        "granted",
+        "refusal",
+        "started",
+    )
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None, started: float, allowance: float
+    ) -> None:
+        self.started = started  # by the breaker's clock
+        self.allowance = allowance  # the maxWaitDuration it waits by
         self.granted = False
+        self.refusal: Exception | None = None
+        self._woken = False
         self._loop = loop
         if loop is None:
             self._lock: threading.Lock | None = threading.Lock()
@@ -44,23 +67,45 @@ class Waiter:
     def grant(self) -> None:
         """Give the waiter its slot and wake it (the breaker's lock is held)."""
         self.granted = True
+        self._wake()
+
+    def refuse(self, error: Exception) -> None:
+        """Turn the waiter away with ``error`` and wake it (the breaker's lock is held)."""
+        self.refusal = error
+        self._wake()
+
+    def nudge(self) -> None:
+        """Wake the waiter to look at its deadline again (the breaker's lock is held)."""
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._woken:
+            return
+        self._woken = True
         if self._lock is not None:
             self._lock.release()
         else:
             assert self._loop is not None and self._future is not None
             self._loop.call_soon_threadsafe(_resolve, self._future)
 
-    def wait(self, timeout: float) -> None:
-        """Block the thread until granted or ``timeout`` seconds passed (read `granted`)."""
+    def wait(self, timeout: float) -> bool:
+        """Block the thread until woken or ``timeout`` seconds passed; return whether woken."""
         assert self._lock is not None
-        self._lock.acquire(timeout=timeout)
+        return self._lock.acquire(timeout=max(timeout, 0.0))
 
-    async def wait_async(self, timeout: float) -> None:
-        """Await until granted or ``timeout`` seconds passed (read `granted`)."""
+    async def wait_async(self, timeout: float) -> bool:
+        """Await until woken or ``timeout`` seconds passed; return whether woken."""
         import asyncio
 
         assert self._future is not None
-        await asyncio.wait((self._future,), timeout=timeout)
+        done, _ = await asyncio.wait((self._future,), timeout=max(timeout, 0.0))
+        return bool(done)
+
+    def rearm(self) -> None:
+        """Make a waiter that woke ready to wait again (the breaker's lock is held)."""
+        self._woken = False
+        if self._loop is not None:
+            self._future = self._loop.create_future()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
