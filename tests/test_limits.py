@@ -24,7 +24,7 @@ from breaker import (
     RejectedError,
     State,
 )
-from breaker._engine._limits import Waiter
+from breaker._engine._limits import Deadline, Timers, Waiter
 from breaker.testing import FakeClock, adopt, force_state
 
 from .helpers import PREFIX, Boom, eventually
@@ -587,6 +587,103 @@ class TestTimeout:
         assert cancelled == [True, True]
         assert brk.stats().calls["timeout"] == 2
         assert brk.state is State.OPEN  # timeouts are failures
+
+    @staticmethod
+    def async_ways(provider: breaker.Provider, work: Callable[[], Any]) -> list[Any]:
+        """Each async way in, as a coroutine function running ``work``."""
+
+        @provider.circuit("payments")
+        async def function() -> Any:
+            return await work()
+
+        class Client:
+            @provider.circuit("payments")
+            async def method(self) -> Any:
+                return await work()
+
+        async def guarded() -> Any:
+            async with provider.guard("payments"):
+                return await work()
+
+        brk = provider.get_breaker("payments")
+        return [lambda: brk.do_async(work), function, Client().method, guarded]
+
+    def test_a_lower_timeout_cuts_the_calls_in_flight_past_it(self) -> None:
+        coord = MemoryCoord({PREFIX + "payments.json": '{"timeout": "60s"}'})
+        with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+            brk = provider.get_breaker("payments")
+
+            async def hang() -> None:
+                await asyncio.sleep(60)
+
+            async def scenario() -> list[Any]:
+                tasks = [asyncio.ensure_future(way()) for way in self.async_ways(provider, hang)]
+                while brk.stats().in_flight < 4:
+                    await asyncio.sleep(0.002)
+                coord.put(PREFIX + "payments.json", '{"timeout": "10ms"}')
+                return await asyncio.wait_for(
+                    asyncio.gather(*tasks, return_exceptions=True), TIMEOUT
+                )
+
+            results = asyncio.run(scenario())
+            assert all(isinstance(r, CallTimeoutError) for r in results), results
+            assert [r.timeout for r in results] == [0.01] * 4
+            assert brk.stats().calls["timeout"] == 4 and brk.stats().in_flight == 0
+
+    @pytest.mark.parametrize(
+        "policy",
+        [
+            {"timeout": 60.0},
+            {},
+            {"timeout": 0.05, "mode": "disabled"},
+            {"timeout": 0.05, "mode": "shadow"},
+        ],
+        ids=["raised", "removed", "disabled", "shadow"],
+    )
+    def test_a_timeout_lifted_lets_the_calls_in_flight_run_on(self, policy: dict[str, Any]) -> None:
+        coord = MemoryCoord({PREFIX + "payments.json": '{"timeout": "50ms"}'})
+        with breaker.new(breaker.Config("checkout", PREFIX), coord=coord) as provider:
+            brk = provider.get_breaker("payments")
+
+            async def scenario() -> list[Any]:
+                release = asyncio.Event()
+
+                async def wait() -> str:
+                    await release.wait()
+                    return "ok"
+
+                tasks = [asyncio.ensure_future(way()) for way in self.async_ways(provider, wait)]
+                while brk.stats().in_flight < 4:
+                    await asyncio.sleep(0)
+                adopt(brk, Policy(**policy))
+                await asyncio.sleep(0.1)  # past the deadline the calls began with
+                release.set()
+                return await asyncio.gather(*tasks, return_exceptions=True)
+
+            assert asyncio.run(scenario()) == ["ok"] * 4
+            assert brk.stats().calls["timeout"] == 0
+
+    def test_a_deadline_moves_until_its_call_ends_and_leaves_with_its_loop(self) -> None:
+        timers = Timers(1.0)
+
+        async def scenario() -> Deadline:
+            deadline = Deadline("payments", 60.0, timers)
+            deadline.move(None)  # no timeout: nothing fires
+            deadline.move(30.0)
+            await asyncio.sleep(0)
+            assert deadline.seconds == 30.0 and deadline in timers
+            assert deadline.finish(None) is None and deadline not in timers
+            deadline.move(0.0)  # too late: the call ended
+            await asyncio.sleep(0.01)
+            return deadline
+
+        loop = asyncio.new_event_loop()
+        deadline = loop.run_until_complete(scenario())
+        assert deadline.seconds == 30.0
+        timers.add(deadline)  # a call its loop dropped before it ended
+        loop.close()
+        deadline.move(5.0)
+        assert not timers
 
     def test_every_async_way_is_cut_short(self) -> None:
         coord = MemoryCoord({PREFIX + "payments.json": '{"timeout": "50ms"}'})

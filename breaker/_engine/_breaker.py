@@ -22,7 +22,7 @@ import attrs
 
 from breaker._engine import _paths
 from breaker._engine._events import Host, Notify, log_transition
-from breaker._engine._limits import Waiter
+from breaker._engine._limits import Timers, Waiter
 from breaker._engine._machine import (
     CLOSED,
     HALF_OPEN,
@@ -112,6 +112,8 @@ class _Critical:
                 brk._timed = held  # the same lane again if it still fits: calls on it settle fast
             if brk._waiters:
                 brk._review_waiters()
+            if brk._timers is not None:
+                brk._move_timers()
             brk._refresh()
             changes = brk._m.changes
             if changes:
@@ -157,6 +159,7 @@ class Breaker:
         "_shut",
         "_ticks",
         "_timed",
+        "_timers",
         "_waiters",
         "_window",
     )
@@ -189,6 +192,7 @@ class Breaker:
         self._n_rejected = self._n_bulkhead = self._n_cancelled = 0
         self._limit = 0  # maxConcurrentCalls in force (0: none)
         self._waiters: deque[Waiter] | None = None
+        self._timers: Timers | None = None  # made for the first async call with a timeout
         # Hung calls, while slowCallDuration is set: the timed lanes that have calls in
         # flight and admit no more (oldest first), the slow way's timed calls in flight
         # (oldest first), and the next moment one of them may have hung.
@@ -466,6 +470,32 @@ class Breaker:
                 self._cells = deque()
             self._cells.append(lane)
             self._hung_at = min(self._hung_at, lane.end + slow)
+
+    def _timing(self) -> Timers:
+        """Return the set the deadlines of this breaker's async calls in flight join."""
+        timers = self._timers
+        if timers is None:
+            with self._lock:
+                timers = self._timers
+                if timers is None:
+                    timeout = self._call_timeout()
+                    timers = self._timers = Timers(timeout if timeout and timeout > 0 else None)
+        return timers
+
+    def _move_timers(self) -> None:
+        """Move the deadlines of async calls in flight to the timeout in force (lock held).
+
+        Each stays counted from its call's start: lowering the timeout cuts the calls
+        already past it at once. None (no timeout, disabled, shadow) stops them.
+        """
+        timers = self._timers
+        assert timers is not None
+        timeout = self._call_timeout()
+        seconds = timeout if timeout is not None and timeout > 0 else None
+        if seconds != timers.seconds:
+            timers.seconds = seconds
+            for deadline in list(timers):
+                deadline.move(seconds)
 
     def _call_timeout(self) -> float | None:
         """Return an async call's timeout: enforced (> 0), measured only (< 0, shadow), none."""

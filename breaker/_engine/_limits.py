@@ -10,7 +10,7 @@ the breaker while they wait: one that opens turns them away at once, and a chang
 
 An async call with a ``timeout`` runs under a `Deadline`: at the deadline its task is
 cancelled, and the cancellation that deadline caused (and only that one) becomes a
-`CallTimeoutError`.
+`CallTimeoutError`. A new timeout moves the deadlines of the calls in flight.
 """
 
 from __future__ import annotations
@@ -113,30 +113,79 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+class Timers(set["Deadline"]):
+    """The deadlines of a breaker's async calls in flight, and the timeout they keep."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+
 class Deadline:
-    """Cancel the running task after ``seconds``; say which cancellation that was."""
+    """Cancel the running task ``seconds`` after the call began; say which cancellation that was.
 
-    __slots__ = ("_fired", "_handle", "_task", "name", "seconds")
+    While the call runs, the deadline is one of its breaker's `Timers`: a new ``timeout``
+    (or none, or a mode that enforces none) moves it, still counted from the call's start.
+    """
 
-    def __init__(self, name: str, seconds: float) -> None:
+    __slots__ = (
+        "_done",
+        "_fired",
+        "_handle",
+        "_loop",
+        "_started",
+        "_task",
+        "_timers",
+        "name",
+        "seconds",
+    )
+
+    def __init__(self, name: str, seconds: float, timers: Timers) -> None:
         import asyncio  # (loaded by now: this runs inside a task)
 
+        loop = asyncio.get_running_loop()
         self.name = name
         self.seconds = seconds
-        self._fired = False
+        self._done = self._fired = False
         self._task = asyncio.current_task()
-        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire)
+        self._loop = loop
+        self._started = loop.time()
+        self._handle: asyncio.TimerHandle | None = loop.call_at(self._started + seconds, self._fire)
+        self._timers = timers
+        timers.add(self)
 
     def _fire(self) -> None:
         if self._task is not None:
             self._fired = True
             self._task.cancel()
 
+    def move(self, seconds: float | None) -> None:
+        """Fire ``seconds`` after the call began instead (None: never); from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._moved, seconds)
+        except RuntimeError:  # its loop is closed: the call ended with it
+            self._timers.discard(self)
+
+    def _moved(self, seconds: float | None) -> None:
+        if self._done or self._fired:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if seconds is not None:
+            self.seconds = seconds
+            self._handle = self._loop.call_at(self._started + seconds, self._fire)
+
     def finish(self, exc: BaseException | None) -> CallTimeoutError | None:
         """Stop the timer; return the timeout error if ``exc`` is the cancellation it caused."""
         import asyncio
 
-        self._handle.cancel()
+        self._done = True
+        if self._handle is not None:
+            self._handle.cancel()
+        self._timers.discard(self)
         if not self._fired or not isinstance(exc, asyncio.CancelledError):
             return None
         uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+
@@ -145,9 +194,9 @@ class Deadline:
         return CallTimeoutError(self.name, self.seconds)
 
 
-async def within(awaitable: Awaitable[R], seconds: float, name: str) -> R:
+async def within(awaitable: Awaitable[R], seconds: float, name: str, timers: Timers) -> R:
     """Await ``awaitable``; cancel it after ``seconds`` and raise `CallTimeoutError` then."""
-    deadline = Deadline(name, seconds)
+    deadline = Deadline(name, seconds, timers)
     try:
         result = await awaitable
     except BaseException as exc:

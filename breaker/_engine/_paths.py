@@ -255,7 +255,7 @@ def _call_factory(
     if is_async:
         call = (
             "await (fn(*args, **kwargs) if tmo is None or tmo < 0 "
-            "else _within(fn(*args, **kwargs), tmo, brk._name))"
+            "else _within(fn(*args, **kwargs), tmo, brk._name, brk._timing()))"
         )
     else:
         call = "fn(*args, **kwargs)"
@@ -343,7 +343,9 @@ def _guard_method(name: str) -> Callable[..., Any]:
         deadline = (
             """
             self._tmo = tmo
-            self._deadline = _Deadline(brk._name, tmo) if tmo is not None and tmo > 0 else None
+            self._deadline = (
+                _Deadline(brk._name, tmo, brk._timing()) if tmo is not None and tmo > 0 else None
+            )
             """
             if name == "__aenter__"
             else ""
