@@ -143,7 +143,9 @@ def run(addr: str, operator: breaker.ConsulCoord) -> None:
     until = datetime.now(timezone.utc) + timedelta(seconds=2)
     document = {"failureThreshold": 5, "successThreshold": 3, "openStateTimeout": "500ms"}
     put(KEY, json.dumps({**document, "mode": "forced-open", "modeUntil": until.isoformat()}))
-    while payments.mode is not breaker.Mode.FORCED_OPEN and time.perf_counter() - start < 20:
+    # Wait for the whole change: the mode reads forced-open first, then the state opens.
+    forced = (breaker.Mode.FORCED_OPEN, breaker.State.OPEN)
+    while (payments.mode, payments.state) != forced and time.perf_counter() - start < 20:
         time.sleep(0.0005)
     checkout(2)
     say("--- nobody releases it; modeUntil passes and the breaker goes back to auto by itself")
