@@ -150,3 +150,53 @@ def test_a_listener_running_in_another_thread_at_fork_time_does_not_mute_the_chi
             release.set()
             blocker.join(10)
         assert seen == [State.OPEN]
+
+
+def test_calls_in_flight_and_waiting_at_fork_time_stay_in_the_parent() -> None:
+    """The threads making them do not exist in the child: their slots, their watch for
+    hanging and their places in the queue must not jam the child's breaker."""
+    doc = (
+        '{"maxConcurrentCalls": 2, "maxWaitDuration": "30s", "slowCallDuration": "100ms",'
+        ' "failureThreshold": 5}'
+    )
+    coord = MemoryCoord({PREFIX + "payments.json": doc})
+    with breaker.new(Config("s", PREFIX), coord=coord) as provider:
+        payments = provider.get_breaker("payments")
+        release = threading.Event()
+        entered = threading.Semaphore(0)
+
+        def hold() -> None:
+            entered.release()
+            assert release.wait(30)
+
+        threads = [threading.Thread(target=payments.do, args=(hold,)) for _ in range(2)]
+        threads.append(threading.Thread(target=payments.do, args=(lambda: None,)))
+        for t in threads[:2]:
+            t.start()
+        for _ in range(2):
+            assert entered.acquire(timeout=10)
+        threads[2].start()
+        deadline = time.monotonic() + 10
+        while not payments._waiters and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert payments.stats().in_flight == 2 and payments._waiters
+
+        def child() -> None:
+            assert payments.stats().in_flight == 0
+            assert not payments._waiters
+            for _ in range(3):
+                assert payments.do(lambda: "ok") == "ok"
+            time.sleep(0.2)  # past slowCallDuration: the parent's calls did not hang here
+            assert payments.do(lambda: "still") == "still"
+            assert payments.state is State.CLOSED
+            assert payments.stats().calls["slow"] == 0
+
+        try:
+            assert in_child(child) == 0
+        finally:
+            release.set()
+            for t in threads:
+                t.join(10)
+        stats = payments.stats()  # the parent's own calls ended there, the two held as slow
+        assert stats.in_flight == 0
+        assert (stats.calls["success"], stats.calls["slow"]) == (1, 2)

@@ -394,6 +394,34 @@ class TestWaitersFollowTheBreaker:
         waiter.grant()
         assert waiter.granted and waiter.wait(0.0) is True
 
+    def test_the_wait_for_a_slot_makes_no_call_slow_nor_hung(self, clock: FakeClock) -> None:
+        brk = make(
+            clock,
+            max_concurrent_calls=1,
+            max_wait_duration=LONG,
+            slow_call_duration=1.0,
+            failure_threshold=10,
+        )
+        held = breaker.Guard(brk).__enter__()  # the slot, taken in this thread
+        results, waiters = run_threads(lambda: brk.do(lambda: "ran"), 1)
+        eventually(lambda: len(brk._waiters or ()) == 1)
+        clock.advance(5)
+        assert brk.stats().calls["slow"] == 1  # the call holding the slot hangs; not the waiter
+        held.__exit__(None, None, None)
+        waiters[0].join(TIMEOUT)
+        assert results == ["ran"]
+        stats = brk.stats()  # timed from when it got the slot: not slow
+        assert (stats.calls["slow"], stats.calls["success"]) == (1, 1)
+
+    def test_a_trial_that_waited_goes_last_among_the_trials(self, clock: FakeClock) -> None:
+        brk = make(clock, success_threshold=3)
+        force_state(brk, "half-open")
+        first, second = brk._admit(), brk._admit()
+        clock.advance(2)
+        brk._m.restart(first, clock())  # type: ignore[arg-type]
+        assert list(brk._m.era.trials) == [second, first]  # the oldest is evicted first
+        assert first.started == clock()  # type: ignore[union-attr]
+
     @pytest.mark.parametrize(
         "change",
         [

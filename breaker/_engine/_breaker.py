@@ -523,6 +523,8 @@ class Breaker:
             allowance = self._policy.max_wait_duration
             if allowance <= 0:
                 self._reject_full(ticket, 0.0)
+            if self._hanging is not None:  # a call waiting in the queue does not hang
+                self._hanging.pop(ticket, None)  # type: ignore[arg-type]
             waiter = Waiter(loop, self._clock(), allowance)
             if self._waiters is None:
                 self._waiters = deque()
@@ -537,6 +539,7 @@ class Breaker:
         """
         with _Critical(self):
             if waiter.granted:
+                self._restart(ticket)
                 return None
             error = waiter.refusal
             if error is not None:  # the breaker opened, or a shorter wait ran out
@@ -552,6 +555,18 @@ class Breaker:
                 self._reject_full(ticket, waiter.allowance)
             waiter.rearm()
             return left
+
+    def _restart(self, ticket: Ticket) -> None:
+        """Time a call that waited for a slot from when it got one (lock held).
+
+        The wait was the bulkhead's, not the downstream's: it makes no call slow.
+        """
+        if ticket.__class__ is not Call:
+            return  # not timed
+        now = self._clock()
+        self._m.restart(ticket, now)
+        if ticket.track == TRACKED and self._policy.slow_call_duration is not None:
+            self._track_hanging(ticket)
 
     def _abandon(self, waiter: Waiter, ticket: Ticket) -> None:
         """Forget a waiter whose caller gave up; a slot it was granted goes to the next one."""
@@ -1014,8 +1029,27 @@ class Breaker:
         self._lock.release()
 
     def _reset_after_fork(self) -> None:  # pragma: no cover - runs in a forked child
-        """Give the child process a fresh lock."""
+        """Give the child process a fresh lock, and leave the parent's calls to the parent.
+
+        The threads that were making calls or waiting for a slot are not in the child:
+        their slots, their watch for hanging, their half-open trials and their places in
+        the queue would jam the child's breaker (a limit full for good, calls counted as
+        hung, every newcomer queued behind waiters that never come).
+        """
         self._lock = threading.Lock()
+        self._admitted = self._ok + self._ended  # no call in flight
+        self._waiters = None
+        self._timers = None
+        self._hanging = self._cells = None
+        self._hung_at = _INF
+        timed = self._timed
+        if timed is not None:
+            timed.n = 0
+        era = self._m.era
+        era.admitted -= len(era.trials)  # the answered trials keep their slots
+        era.trials.clear()
+        with self._lock:
+            self._refresh()
 
     # -- metrics: one read for a scrape (breaker.metrics) -----------------------------------------
 

@@ -226,6 +226,17 @@ class Machine(pybreaker.CircuitBreakerStorage):
             if self.successes >= policy.success_threshold:
                 self.close(policy)
 
+    def restart(self, call: Call, now: float) -> None:
+        """Count a call that waited for a bulkhead slot as begun ``now``.
+
+        A trial moves to the end of its era's trials, which stay oldest first.
+        """
+        trials = call.era.trials
+        if call in trials:
+            del trials[call]
+            trials[call] = None
+        call.started = now
+
     def _evict_stale_trials(self, era: Era, timeout: float, now: float) -> None:
         trials = era.trials
         while trials:
