@@ -384,6 +384,33 @@ class TestWaitersFollowTheBreaker:
         assert asyncio.run(scenario()) == "in"
         assert brk.stats().in_flight == 0
 
+    def test_the_longest_wait_a_policy_allows_waits_and_lets_the_caller_in(self) -> None:
+        brk = make(max_concurrent_calls=1)
+        adopt(
+            brk,
+            Policy.from_dict(
+                {"maxConcurrentCalls": 1, "maxWaitDuration": "2562047h47m16.854775807s"}
+            ),
+        )
+        gate = Gate()
+        _, holders = run_threads(lambda: brk.do(gate.call), 1)
+        gate.wait_entered(1)
+        results, waiters = run_threads(lambda: brk.do(lambda: "in"), 1)
+        eventually(lambda: len(brk._waiters or ()) == 1)
+        gate.release.set()
+        for t in holders + waiters:
+            t.join(TIMEOUT)
+        assert results == ["in"]  # not an OverflowError from the lock's timeout
+
+    def test_a_waiter_whose_loop_closed_does_not_break_the_caller_that_frees_a_slot(
+        self,
+    ) -> None:
+        loop = asyncio.new_event_loop()
+        waiter = Waiter(loop, 0.0, 1.0)
+        loop.close()
+        waiter.grant()  # the caller handing on its slot carries on
+        assert waiter.granted
+
     def test_a_wait_is_woken_once_until_rearmed(self) -> None:
         waiter = Waiter(None, 0.0, 1.0)
         assert waiter.wait(0.0) is False  # nothing woke it

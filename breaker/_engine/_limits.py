@@ -15,6 +15,7 @@ cancelled, and the cancellation that deadline caused (and only that one) becomes
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,12 +87,15 @@ class Waiter:
             self._lock.release()
         else:
             assert self._loop is not None and self._future is not None
-            self._loop.call_soon_threadsafe(_resolve, self._future)
+            # A closed loop's task leaves the queue when it is collected (`_abandon`).
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(_resolve, self._future)
 
     def wait(self, timeout: float) -> bool:
         """Block the thread until woken or ``timeout`` seconds passed; return whether woken."""
         assert self._lock is not None
-        return self._lock.acquire(timeout=max(timeout, 0.0))
+        # A wait longer than a lock can take (Go's longest duration is) waits that long.
+        return self._lock.acquire(timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX))
 
     async def wait_async(self, timeout: float) -> bool:
         """Await until woken or ``timeout`` seconds passed; return whether woken."""
