@@ -643,6 +643,26 @@ class TestFailureModel:
 
 
 class TestModes:
+    def test_a_timed_call_after_disabled_ends_runs_and_keeps_the_lock_free(
+        self, clock: FakeClock
+    ) -> None:
+        """The first call after a mode ends is admitted under the lock: a timed one took
+        the lock again there (it is not reentrant) and hung every caller of the breaker."""
+        until = clock.datetime() + timedelta(seconds=10)
+        brk = make(clock, mode="disabled", mode_until=until, slow_call_duration=1.0)
+        clock.advance(10)
+        done: list[str] = []
+        thread = threading.Thread(target=lambda: done.append(brk.do(lambda: "ran")), daemon=True)
+        thread.start()
+        thread.join(5)
+        assert done == ["ran"], "the call hung"
+        assert brk.mode is Mode.AUTO and brk._lock.acquire(timeout=1)
+        brk._lock.release()
+        guard = Guard(brk).__enter__()  # and it watches a timed call as before
+        clock.advance(2)
+        assert brk.stats().calls["slow"] == 1
+        guard.__exit__(None, None, None)
+
     def test_forced_open_rejects_every_call_until_mode_until(
         self, clock: FakeClock, caplog: pytest.LogCaptureFixture
     ) -> None:

@@ -4,6 +4,7 @@ and hung calls counted while they hang; on every way in, in every mode."""
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import threading
 import time
@@ -967,3 +968,86 @@ def test_status_shows_calls_in_flight_and_both_families() -> None:
         assert stats["in_flight"] == 1
         assert stats["calls"]["bulkhead_full"] == 1 and stats["calls"]["timeout"] == 0
         held.__exit__(None, None, None)
+
+
+def test_callers_of_every_kind_under_a_policy_that_keeps_changing_all_get_an_answer() -> None:
+    """Threads and tasks call through one breaker (do, guards, sync and async) while its
+    limit, wait, timeout, slow-call timing, threshold and mode change under them: every
+    call ends, none is left in flight or waiting, and the lock is free after."""
+    rng = random.Random(7)
+    brk = make(max_concurrent_calls=2, max_wait_duration=0.05)
+    stop = threading.Event()
+    unexpected: list[BaseException] = []
+    expected = (Boom, RejectedError, CallTimeoutError)
+
+    def work() -> None:
+        time.sleep(0.001)
+        if threading.get_ident() % 5 == 0:
+            raise Boom
+
+    def caller(way: int) -> None:
+        while not stop.is_set():
+            try:
+                if way % 2:
+                    brk.do(work)
+                else:
+                    with breaker.Guard(brk):
+                        work()
+            except expected:
+                pass
+            except BaseException as exc:  # pragma: no cover - what the test is for
+                unexpected.append(exc)
+
+    async def acaller(way: int) -> None:
+        async def awork() -> None:
+            await asyncio.sleep(0.001)
+
+        while not stop.is_set():
+            try:
+                if way % 2:
+                    await brk.do_async(awork)
+                else:
+                    async with breaker.Guard(brk):
+                        await awork()
+            except expected:
+                pass
+            except BaseException as exc:  # pragma: no cover - what the test is for
+                unexpected.append(exc)
+
+    def tasks() -> None:
+        async def main() -> None:
+            await asyncio.gather(*(acaller(way) for way in range(4)))
+
+        asyncio.run(main())
+
+    def chaos() -> None:
+        while not stop.is_set():
+            adopt(
+                brk,
+                Policy(
+                    max_concurrent_calls=rng.choice([0, 1, 2, 3]),
+                    max_wait_duration=rng.choice([0.0, 0.001, 0.05]),
+                    mode=rng.choice(["auto", "auto", "forced-open", "disabled", "shadow"]),
+                    slow_call_duration=rng.choice([None, 0.0005, 1.0]),
+                    timeout=rng.choice([None, 0.0005, 1.0]),
+                    failure_threshold=rng.choice([1, 3]),
+                    open_state_timeout=0.005,
+                ),
+            )
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=caller, args=(way,), daemon=True) for way in range(4)]
+    threads += [threading.Thread(target=tasks, daemon=True)]
+    threads += [threading.Thread(target=chaos, daemon=True)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not [t for t in threads if t.is_alive()], "a caller never got an answer"
+    assert unexpected == []
+    adopt(brk, Policy())
+    assert brk.stats().in_flight == 0 and not brk._waiters
+    assert brk._lock.acquire(timeout=1)
+    brk._lock.release()

@@ -374,7 +374,7 @@ class Breaker:
         m.half_open_if_due(now)
         era = m.era
         if era.state is CLOSED:
-            return (self._timed_call(era, now) if self._timed_policy() else era), None
+            return (self._watched_call(era, now) if self._timed_policy() else era), None
         if era.state is HALF_OPEN:
             trial = m.admit_trial(self._policy, now)
             if trial is not None:
@@ -397,10 +397,17 @@ class Breaker:
         )
 
     def _timed_call(self, era: Era, now: float) -> Call:
+        """Return the ticket of a call timed the slow way, watched for hanging."""
+        if self._policy.slow_call_duration is None:
+            return Call(era, now, TRACKED)
+        with self._lock:
+            return self._watched_call(era, now)
+
+    def _watched_call(self, era: Era, now: float) -> Call:
+        """Return the ticket of a call timed the slow way, watched for hanging (lock held)."""
         call = Call(era, now, TRACKED)
         if self._policy.slow_call_duration is not None:
-            with self._lock:
-                self._track_hanging(call)
+            self._track_hanging(call)
         return call
 
     def _track_hanging(self, call: Call) -> None:
