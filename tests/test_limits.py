@@ -4,6 +4,7 @@ and hung calls counted while they hang; on every way in, in every mode."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import sys
 import threading
@@ -205,6 +206,19 @@ class TestConcurrencyLimit:
         calls = brk.stats().calls
         assert calls["success"] == 1  # the two over the limit ran uncounted
         assert brk.stats().in_flight == 0
+
+    def test_shadow_counts_a_call_an_open_breaker_would_reject_once(self) -> None:
+        brk = make(max_concurrent_calls=1, mode="shadow")
+        force_state(brk, "open")
+        gate = Gate()
+        results, threads = run_threads(lambda: brk.do(gate.call), 2)
+        gate.wait_entered(2)  # both run: shadow rejects nothing
+        gate.release.set()
+        for t in threads:
+            t.join(TIMEOUT)
+        assert results == ["ok", "ok"]
+        calls = brk.stats().calls  # the breaker would have turned both away, before the limit
+        assert (calls["rejected"], calls["bulkhead_full"]) == (2, 0)
 
     def test_disabled_turns_the_limit_off_and_forced_open_rejects_all(self) -> None:
         brk = make(max_concurrent_calls=1, mode="disabled")
@@ -972,13 +986,15 @@ def test_status_shows_calls_in_flight_and_both_families() -> None:
 
 def test_callers_of_every_kind_under_a_policy_that_keeps_changing_all_get_an_answer() -> None:
     """Threads and tasks call through one breaker (do, guards, sync and async) while its
-    limit, wait, timeout, slow-call timing, threshold and mode change under them: every
-    call ends, none is left in flight or waiting, and the lock is free after."""
+    limit, wait, timeout, slow-call timing, rate window, threshold and mode change under
+    them: every call ends and counts exactly once, none is left in flight or waiting,
+    and the lock is free after."""
     rng = random.Random(7)
     brk = make(max_concurrent_calls=2, max_wait_duration=0.05)
     stop = threading.Event()
     unexpected: list[BaseException] = []
     expected = (Boom, RejectedError, CallTimeoutError)
+    attempts = itertools.count()
 
     def work() -> None:
         time.sleep(0.001)
@@ -987,6 +1003,7 @@ def test_callers_of_every_kind_under_a_policy_that_keeps_changing_all_get_an_ans
 
     def caller(way: int) -> None:
         while not stop.is_set():
+            next(attempts)
             try:
                 if way % 2:
                     brk.do(work)
@@ -1003,6 +1020,7 @@ def test_callers_of_every_kind_under_a_policy_that_keeps_changing_all_get_an_ans
             await asyncio.sleep(0.001)
 
         while not stop.is_set():
+            next(attempts)
             try:
                 if way % 2:
                     await brk.do_async(awork)
@@ -1031,6 +1049,7 @@ def test_callers_of_every_kind_under_a_policy_that_keeps_changing_all_get_an_ans
                     slow_call_duration=rng.choice([None, 0.0005, 1.0]),
                     timeout=rng.choice([None, 0.0005, 1.0]),
                     failure_threshold=rng.choice([1, 3]),
+                    failure_rate=rng.choice([None, 0.5]),
                     open_state_timeout=0.005,
                 ),
             )
@@ -1048,6 +1067,8 @@ def test_callers_of_every_kind_under_a_policy_that_keeps_changing_all_get_an_ans
     assert not [t for t in threads if t.is_alive()], "a caller never got an answer"
     assert unexpected == []
     adopt(brk, Policy())
-    assert brk.stats().in_flight == 0 and not brk._waiters
+    stats = brk.stats()
+    assert sum(stats.calls.values()) == next(attempts)  # one outcome a call, every call
+    assert stats.in_flight == 0 and not brk._waiters
     assert brk._lock.acquire(timeout=1)
     brk._lock.release()

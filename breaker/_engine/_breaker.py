@@ -293,8 +293,7 @@ class Breaker:
         """
         ticket = self._decide()
         if not self._limit:
-            self._admitted += 1
-            return ticket
+            return self._count_in(ticket)
         ticket, waiter = self._take_slot(ticket, None)
         timeout = None if waiter is None else waiter.allowance
         while waiter is not None and timeout is not None:
@@ -312,8 +311,7 @@ class Breaker:
 
         ticket = self._decide()
         if not self._limit:
-            self._admitted += 1
-            return ticket
+            return self._count_in(ticket)
         ticket, waiter = self._take_slot(ticket, asyncio.get_running_loop())
         timeout = None if waiter is None else waiter.allowance
         while waiter is not None and timeout is not None:
@@ -338,7 +336,7 @@ class Breaker:
         if end is None or not end.passed(now):
             if mode is _AUTO or mode is _SHADOW:
                 if era.state is CLOSED:
-                    return self._timed_call(era, now) if self._timed_policy() else era
+                    return Call(era, now, TRACKED) if self._timed_policy() else era
                 if mode is _AUTO and era.state is OPEN:
                     remaining = era.started + m.period - now
                     if remaining > 0:
@@ -374,12 +372,10 @@ class Breaker:
         m.half_open_if_due(now)
         era = m.era
         if era.state is CLOSED:
-            return (self._watched_call(era, now) if self._timed_policy() else era), None
+            return (Call(era, now, TRACKED) if self._timed_policy() else era), None
         if era.state is HALF_OPEN:
             trial = m.admit_trial(self._policy, now)
             if trial is not None:
-                if self._policy.slow_call_duration is not None:
-                    self._track_hanging(trial)
                 return trial, None
             state = State.HALF_OPEN
         else:
@@ -396,19 +392,25 @@ class Breaker:
             or self._host.durations is not None
         )
 
-    def _timed_call(self, era: Era, now: float) -> Call:
-        """Return the ticket of a call timed the slow way, watched for hanging."""
-        if self._policy.slow_call_duration is None:
-            return Call(era, now, TRACKED)
-        with self._lock:
-            return self._watched_call(era, now)
+    def _count_in(self, ticket: Ticket) -> Ticket:
+        """Count an admitted call in flight; watch it for hanging if it is timed."""
+        self._admitted += 1
+        if ticket.__class__ is Call and self._policy.slow_call_duration is not None:
+            with self._lock:
+                self._watch(ticket)
+        return ticket
 
-    def _watched_call(self, era: Era, now: float) -> Call:
-        """Return the ticket of a call timed the slow way, watched for hanging (lock held)."""
-        call = Call(era, now, TRACKED)
-        if self._policy.slow_call_duration is not None:
-            self._track_hanging(call)
-        return call
+    def _watch(self, ticket: Ticket) -> None:
+        """Watch a call timed the slow way for hanging, once it has its slot (lock held).
+
+        Not before: a call that waits for a slot, or is turned away, never hangs.
+        """
+        if (
+            ticket.__class__ is Call
+            and ticket.track == TRACKED
+            and self._policy.slow_call_duration is not None
+        ):
+            self._track_hanging(ticket)
 
     def _track_hanging(self, call: Call) -> None:
         """Watch a timed call of the slow way for hanging (lock held)."""
@@ -522,16 +524,16 @@ class Breaker:
             limit = self._limit
             if not limit or (self._in_flight() < limit and not self._waiters):
                 self._admitted += 1
+                self._watch(ticket)
                 return ticket, None
             if self._mode is _SHADOW:  # what it would do: count it, run the call uncounted
-                self._n_bulkhead += 1
+                if not (ticket.__class__ is Call and ticket.track == UNCOUNTED):
+                    self._n_bulkhead += 1  # (else the breaker would have rejected it first)
                 self._admitted += 1
                 return self._uncounted(ticket), None
             allowance = self._policy.max_wait_duration
             if allowance <= 0:
                 self._reject_full(ticket, 0.0)
-            if self._hanging is not None:  # a call waiting in the queue does not hang
-                self._hanging.pop(ticket, None)  # type: ignore[arg-type]
             waiter = Waiter(loop, self._clock(), allowance)
             if self._waiters is None:
                 self._waiters = deque()
@@ -570,10 +572,8 @@ class Breaker:
         """
         if ticket.__class__ is not Call:
             return  # not timed
-        now = self._clock()
-        self._m.restart(ticket, now)
-        if ticket.track == TRACKED and self._policy.slow_call_duration is not None:
-            self._track_hanging(ticket)
+        self._m.restart(ticket, self._clock())
+        self._watch(ticket)
 
     def _abandon(self, waiter: Waiter, ticket: Ticket) -> None:
         """Forget a waiter whose caller gave up; a slot it was granted goes to the next one."""
@@ -715,7 +715,8 @@ class Breaker:
         if outcome is _SUCCESS:
             if self._window is not None:
                 with _Critical(self):
-                    self._record(era if counts else None, ticket, outcome, self._clock())
+                    era_ = era if counts else None
+                    self._record(era_, ticket, outcome, self._clock(), counted=False)
                 return error
             self._ok += 1
         else:
@@ -772,19 +773,30 @@ class Breaker:
         with _Critical(self):
             pass  # leaving the lock reviews the waiters
 
-    def _record(self, era: Era | None, ticket: Ticket, outcome: Outcome, now: float) -> None:
+    def _record(
+        self,
+        era: Era | None,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: float,
+        *,
+        counted: bool = True,
+    ) -> None:
         """Apply an outcome to the state machine and the window (lock held).
 
         ``era`` is the era the call counts in, None when it counts in the stats only. A
-        success with a rate window is counted here, where the window can place it.
+        success with a rate window is counted here (``counted=False``), where the window
+        can place it; whether a window is there is read here, under the lock.
         """
         m = self._m
         window = self._window
-        if outcome is _SUCCESS and window is not None:
-            if era is m.era and era.state is CLOSED:
-                window.record(self._ok, now, 1, 0)
-            window.seen += 1  # counted below, by the window already or never
-            self._ok += 1
+        if outcome is _SUCCESS:
+            if not counted:
+                self._ok += 1
+            if window is not None:
+                if era is m.era and era.state is CLOSED:
+                    window.record(self._ok - 1, now, 1, 0)  # the successes before it go first
+                window.seen += 1  # this one: in the window already, or never
         if era is not m.era:
             return  # stale (or stats only): a new era began while the call ran
         policy = self._policy
