@@ -6,6 +6,7 @@ import functools
 import gc
 import json
 import logging
+import random
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -855,3 +856,85 @@ class TestIssue17:
             "openStateTimeout": "10s",
         }
         assert [f["from"] for f in found["fields"][:3]] == ["payments", "_default", "built-in"]
+
+
+def test_a_provider_under_calls_writes_and_scrapes_at_once_stays_whole() -> None:
+    """Threads call through 20 names over a registry bounded at 8 while the service's
+    documents (and ``_default``) change, turn invalid and disappear, and a scrape, status
+    and stats read it all: nothing raises but the calls' own errors, nothing hangs, and
+    no call is left in flight."""
+    coord = MemoryCoord()
+    provider = breaker.new(Config("svc", PREFIX), coord=coord, max_breakers=8)
+    names = [f"n{i}" for i in range(20)]
+    stop = threading.Event()
+    unexpected: list[BaseException] = []
+
+    def work() -> None:
+        if threading.get_ident() % 3 == 0:
+            raise Boom
+
+    def caller(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            name = rng.choice(names)
+            try:
+                if rng.random() < 0.5:
+                    provider.get_breaker(name).do(work)
+                else:
+                    with provider.guard(name):
+                        work()
+            except (Boom, breaker.RejectedError):
+                pass
+            except BaseException as exc:  # pragma: no cover - what the test is for
+                unexpected.append(exc)
+
+    def writer() -> None:
+        rng = random.Random(1)
+        keys = [f"{PREFIX}{name}.json" for name in [*names, "_default"]]
+        while not stop.is_set():
+            doc: dict[str, object] = {"failureThreshold": rng.choice([1, 2, 5])}
+            if rng.random() < 0.3:
+                doc["mode"] = rng.choice(["auto", "forced-open", "disabled", "shadow"])
+            if rng.random() < 0.3:
+                doc["maxConcurrentCalls"] = rng.choice([0, 1, 3])
+            if rng.random() < 0.3:
+                doc["slowCallDuration"] = rng.choice(["1ms", "1s"])
+            if rng.random() < 0.3:
+                doc["failureRate"] = 0.5
+            if rng.random() < 0.2:
+                doc["openStateTimeout"] = "5ms"
+            key = rng.choice(keys)
+            roll = rng.random()
+            if roll < 0.1:
+                coord.delete(key)
+            elif roll < 0.15:
+                coord.put(key, "{not json")
+            else:
+                coord.put(key, json.dumps(doc))
+            stop.wait(0.001)
+
+    def observer() -> None:
+        while not stop.is_set():
+            try:
+                provider.status()
+                for brk in list(provider.breakers().values()):
+                    brk.stats()
+                    _ = brk.state, brk.mode
+            except BaseException as exc:  # pragma: no cover - what the test is for
+                unexpected.append(exc)
+            stop.wait(0.005)
+
+    threads = [threading.Thread(target=caller, args=(k,), daemon=True) for k in range(4)]
+    threads += [threading.Thread(target=f, daemon=True) for f in (writer, observer)]
+    for t in threads:
+        t.start()
+    stop.wait(1.5)
+    stop.set()
+    for t in threads:
+        t.join(5)
+    try:
+        assert not [t for t in threads if t.is_alive()], "a thread never got an answer"
+        assert unexpected == []
+        assert all(brk.stats().in_flight == 0 for brk in provider.breakers().values())
+    finally:
+        provider.close()
