@@ -303,16 +303,24 @@ class TestConcurrencyLimit:
 LONG = 30.0  # a wait no test sits out: a caller still waiting when it is joined fails it
 
 
+def held_with_waiters(
+    brk: Breaker, waiting: int
+) -> tuple[Gate, list[threading.Thread], list[Any], list[threading.Thread]]:
+    """Hold ``brk``'s one slot in a thread; queue ``waiting`` callers behind it."""
+    gate = Gate()
+    _, holders = run_threads(lambda: brk.do(gate.call), 1)
+    gate.wait_entered(1)
+    results, waiters = run_threads(lambda: brk.do(lambda: "ran"), waiting)
+    eventually(lambda: len(brk._waiters or ()) == waiting)
+    return gate, holders, results, waiters
+
+
 class TestWaitersFollowTheBreaker:
     """A caller waiting for a slot is answered as the breaker stands now, not as it stood."""
 
     def test_forcing_open_turns_the_waiters_away_at_once(self) -> None:
         brk = make(max_concurrent_calls=1, max_wait_duration=LONG)
-        gate = Gate()
-        _, holders = run_threads(lambda: brk.do(gate.call), 1)
-        gate.wait_entered(1)
-        results, waiters = run_threads(lambda: brk.do(lambda: "ran"), 3)
-        eventually(lambda: len(brk._waiters or ()) == 3)
+        gate, holders, results, waiters = held_with_waiters(brk, 3)
         adopt(brk, Policy(max_concurrent_calls=1, max_wait_duration=LONG, mode="forced-open"))
         for t in waiters:
             t.join(TIMEOUT)
@@ -475,11 +483,7 @@ class TestWaitersFollowTheBreaker:
     )
     def test_lifting_the_limit_lets_the_waiters_in_at_once(self, change: dict[str, Any]) -> None:
         brk = make(max_concurrent_calls=1, max_wait_duration=LONG)
-        gate = Gate()
-        _, holders = run_threads(lambda: brk.do(gate.call), 1)
-        gate.wait_entered(1)
-        results, waiters = run_threads(lambda: brk.do(lambda: "ran"), 2)
-        eventually(lambda: len(brk._waiters or ()) == 2)
+        gate, holders, results, waiters = held_with_waiters(brk, 2)
         adopt(brk, Policy(**{"max_concurrent_calls": 1, "max_wait_duration": LONG, **change}))
         for t in waiters:
             t.join(TIMEOUT)
