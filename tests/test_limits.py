@@ -463,6 +463,17 @@ class TestWaitersFollowTheBreaker:
         stats = brk.stats()  # timed from when it got the slot: not slow
         assert (stats.calls["slow"], stats.calls["success"]) == (1, 1)
 
+    def test_the_trials_in_flight_are_forgotten_and_the_answered_keep_their_slots(
+        self, clock: FakeClock
+    ) -> None:
+        brk = make(clock, success_threshold=3)  # what a forked child does (test_fork.py)
+        force_state(brk, "half-open")
+        answered, _ = brk._admit(), brk._admit()
+        brk._settle(answered)
+        brk._m.forget_trials()
+        assert brk._m.era.admitted == 1 and not brk._m.era.trials
+        assert brk.do(lambda: "a trial again") == "a trial again"
+
     def test_a_trial_that_waited_goes_last_among_the_trials(self, clock: FakeClock) -> None:
         brk = make(clock, success_threshold=3)
         force_state(brk, "half-open")

@@ -715,8 +715,8 @@ class Breaker:
         if outcome is _SUCCESS:
             if self._window is not None:
                 with _Critical(self):
-                    era_ = era if counts else None
-                    self._record(era_, ticket, outcome, self._clock(), counted=False)
+                    counts_in = era if counts else None
+                    self._record(counts_in, ticket, outcome, self._clock(), counted=False)
                 return error
             self._ok += 1
         else:
@@ -1064,9 +1064,7 @@ class Breaker:
         timed = self._timed
         if timed is not None:
             timed.n = 0
-        era = self._m.era
-        era.admitted -= len(era.trials)  # the answered trials keep their slots
-        era.trials.clear()
+        self._m.forget_trials()
         with self._lock:
             self._refresh()
 

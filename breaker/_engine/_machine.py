@@ -237,6 +237,15 @@ class Machine(pybreaker.CircuitBreakerStorage):
             trials[call] = None
         call.started = now
 
+    def forget_trials(self) -> None:
+        """Forget the trials in flight (in a forked child: their threads are the parent's).
+
+        The trials already answered keep their slots.
+        """
+        era = self.era
+        era.admitted -= len(era.trials)
+        era.trials.clear()
+
     def _evict_stale_trials(self, era: Era, timeout: float, now: float) -> None:
         trials = era.trials
         while trials:
